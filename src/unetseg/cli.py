@@ -1,0 +1,238 @@
+"""The ``unetseg`` command: one subcommand per workflow step, plus ``predict``.
+
+Every Snakemake rule runs one of these subcommands; ``unetseg predict`` segments a single
+image of any size with a trained model, outside the workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["main"]
+
+
+def _json(text: str):
+    return json.loads(text)
+
+
+def _foreground(text: str) -> str | list[int]:
+    """``nonzero`` or a JSON list of mask values, e.g. ``[0]``."""
+    return text if text == "nonzero" else json.loads(text)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from .demo import write_demo_dataset
+
+    sheet = write_demo_dataset(
+        args.output, shape=(args.size, args.size), n_train=args.n_train, n_val=args.n_val,
+        n_test=args.n_test, n_predict=args.n_predict, seed=args.seed,
+    )  # fmt: skip
+    print(f"wrote demo dataset, sample sheet {sheet}", file=sys.stderr)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from .preprocess import preprocess_sample
+
+    attrs = preprocess_sample(
+        args.sample, args.image, args.output, mask_path=args.mask or None, foreground=args.foreground,
+        percentiles=tuple(args.percentiles), axes=args.axes,
+    )  # fmt: skip
+    print(f"{args.sample}: axes {attrs['source_axes']}, spatial shape {attrs['spatial_shape']}", file=sys.stderr)
+
+
+def cmd_tile(args: argparse.Namespace) -> None:
+    from .patches import write_patches
+
+    counts = write_patches(args.output, {"train": args.train, "val": args.val}, patch_size=args.patch_size)
+    print(f"patches: {counts}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training import train_model
+
+    summary = train_model(
+        args.patches, args.output, model_settings=args.model_settings, train_settings=args.train_settings,
+        card=args.card,
+    )  # fmt: skip
+    print(f"training done: {json.dumps(summary)}", file=sys.stderr)
+
+
+def _predictor(args: argparse.Namespace):
+    from .inference import TiledPredictor
+    from .modelcard import load_model
+
+    model = load_model(args.model)
+    return TiledPredictor(model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device)
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from .io import ImageSource, atomic_path
+    from .preprocess import open_preprocessed
+
+    group, attrs = open_preprocessed(args.input)
+    source = ImageSource(group["image"], "ZCYX")
+    predictor = _predictor(args)
+    _check_channels(predictor, source.shape[1], args.input)
+    with atomic_path(args.output) as tmp:
+        out = predictor.create_output(tmp, (source.shape[0], *source.shape[2:]))
+        out.attrs.update({"sample": attrs["sample"], "spatial_axes": attrs["spatial_axes"]})
+        predictor.predict(source, out, threads=args.threads)
+
+
+def _check_channels(predictor, channels: int, path) -> None:
+    expected = predictor.model.settings["in_channels"]
+    if channels != expected:
+        raise InputError(f"{path}: image has {channels} channel(s) but the model was trained on {expected}.")
+
+
+def cmd_stitch(args: argparse.Namespace) -> None:
+    import zarr
+
+    from .modelcard import read_card
+    from .stitching import write_mask
+
+    probs = zarr.open_array(args.probabilities, mode="r")
+    threshold = read_card(args.model).get("threshold", 0.5)
+    write_mask(probs, args.output, threshold=threshold, spatial_axes=probs.attrs["spatial_axes"])
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from .inference import NormalizedSource
+    from .io import open_image
+    from .modelcard import read_card
+    from .preprocess import percentile_stats
+    from .stitching import write_mask
+
+    card = read_card(args.model)
+    predictor = _predictor(args)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open_image(args.input, axes=args.axes) as source:
+        _check_channels(predictor, source.shape[1], args.input)
+        stats = percentile_stats(source, *card["normalization"]["percentiles"])
+        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".unetseg-") as scratch:
+            probs = predictor.create_output(Path(scratch) / "probabilities.zarr", (source.shape[0], *source.shape[2:]))
+            predictor.predict(NormalizedSource(source, stats), probs, threads=args.threads)
+            threshold = card.get("threshold", 0.5)
+            shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
+    print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate, write_evaluation
+
+    summary = evaluate(args.samples, args.truth, args.prediction)
+    write_evaluation(summary, args.json, args.csv)
+    print(f"mean Dice {summary['mean_dice']}, mean IoU {summary['mean_iou']}", file=sys.stderr)
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from . import figures
+
+    if args.kind == "training":
+        figures.training_curve_figure(args.history, args.output)
+    else:
+        figures.overlay_figure(args.preprocessed, args.prediction, args.output)
+
+
+def _inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="trained model directory (results/<dataset>/model)")
+    parser.add_argument("--tile", type=int, default=256, help="tile (write region) size in pixels")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="padding beyond image borders")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unetseg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment one image of any size with a trained model")
+    _inference_options(p)
+    p.add_argument("--input", required=True, help="image: .tif/.tiff or .zarr")
+    p.add_argument("--output", required=True, help="mask to write: .tif/.tiff or .zarr")
+    p.add_argument("--axes", default=None, help="axis order of the input if not in its metadata, e.g. CYX")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo dataset and its sample sheet")
+    p.add_argument("--output", required=True)
+    p.add_argument("--size", type=int, default=256)
+    for split, n in (("train", 8), ("val", 2), ("test", 4), ("predict", 1)):
+        p.add_argument(f"--n-{split}", type=int, default=n)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("preprocess", help="check, normalise and store one sample as Zarr")
+    p.add_argument("--sample", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--mask", default="")
+    p.add_argument("--output", required=True)
+    p.add_argument("--foreground", type=_foreground, default="nonzero", help='"nonzero" or a JSON list, e.g. [0]')
+    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.8))
+    p.add_argument("--axes", default=None)
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("tile", help="cut training and validation patches into a Zarr store")
+    p.add_argument("--train", nargs="+", required=True)
+    p.add_argument("--val", nargs="+", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--patch-size", type=int, default=256)
+    p.set_defaults(func=cmd_tile)
+
+    p = sub.add_parser("train", help="train a U-Net on a patch store")
+    p.add_argument("--patches", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--model-settings", type=_json, default={}, help="JSON: the config's model section")
+    p.add_argument("--train-settings", type=_json, default={}, help="JSON: the config's train section")
+    p.add_argument("--card", type=_json, default={}, help="JSON: extra model-card entries")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("infer", help="tiled inference of a preprocessed sample into a probability Zarr")
+    _inference_options(p)
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("stitch", help="final mask from a probability map")
+    p.add_argument("--model", required=True)
+    p.add_argument("--probabilities", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU and more over a split")
+    p.add_argument("--samples", nargs="+", required=True)
+    p.add_argument("--truth", nargs="+", required=True, help="preprocessed samples, same order")
+    p.add_argument("--prediction", nargs="+", required=True, help="mask files, same order")
+    p.add_argument("--json", required=True)
+    p.add_argument("--csv", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("figure", help="report figures")
+    p.add_argument("kind", choices=("overlay", "training"))
+    p.add_argument("--output", required=True)
+    p.add_argument("--preprocessed")
+    p.add_argument("--prediction")
+    p.add_argument("--history")
+    p.set_defaults(func=cmd_figure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as err:
+        print(f"unetseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The `unetseg` command line: predict on any layout, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from unetseg.cli import main
+from unetseg.inference import TiledPredictor
+from unetseg.modelcard import save_model
+from unetseg.preprocess import normalize
+
+
+@pytest.fixture
+def model_dir(tiny_unet, tmp_path):
+    model = tiny_unet(depth=2)
+    directory = tmp_path / "model"
+    save_model(model, directory, {"normalization": {"method": "percentile", "percentiles": [0, 100]}, "threshold": 0.5})
+    return directory, model
+
+
+def expected_mask(model, image):
+    stats = [(float(image.min()), float(image.max()))]
+    probs = TiledPredictor(model).predict_whole(normalize(image[None], stats))
+    return np.where(probs[0] >= 0.5, 255, 0).astype(np.uint8)
+
+
+def test_predict_tiff_to_tiff_equals_whole_image(model_dir, tmp_path, rng):
+    directory, model = model_dir
+    image = rng.integers(0, 4000, (70, 45), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.tif"),
+                 "--output", str(tmp_path / "out" / "mask.tif"), "--tile", "16"]) == 0  # fmt: skip
+    mask = tifffile.imread(tmp_path / "out" / "mask.tif")
+    assert mask.shape == (70, 45) and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, expected_mask(model, image))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mask.tif"]  # no scratch left
+
+
+def test_predict_zarr_stack_to_zarr(model_dir, tmp_path, rng):
+    directory, model = model_dir
+    stack = rng.random((3, 40, 33)).astype(np.float32)
+    zarr.create_array(tmp_path / "in.zarr", data=stack, chunks=(1, 16, 16), attributes={"axes": "ZYX"})
+    assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.zarr"),
+                 "--output", str(tmp_path / "out.zarr"), "--tile", "16"]) == 0  # fmt: skip
+    mask = zarr.open_array(tmp_path / "out.zarr", mode="r")[:]
+    assert mask.shape == (3, 40, 33)
+    # Normalisation uses the whole stack's statistics, not each plane's.
+    stats = [(float(stack.min()), float(stack.max()))]
+    for z in range(3):
+        probs = TiledPredictor(model).predict_whole(normalize(stack[z][None], stats))
+        np.testing.assert_array_equal(mask[z], np.where(probs[0] >= 0.5, 255, 0))
+
+
+def test_errors_are_one_line_with_exit_status_2(model_dir, tmp_path, capsys):
+    directory, _ = model_dir
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    status = main(["predict", "--model", str(directory), "--input", str(tmp_path / "rgb.tif"), "--output", str(tmp_path / "o.tif")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "rgb.tif: image has 3 channel(s) but the model was trained on 1" in err and "Traceback" not in err
+    assert main(["predict", "--model", str(tmp_path), "--input", "x.tif", "--output", "o.tif"]) == 2
+    assert "not a unetseg model directory" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "unetseg", "--help"], capture_output=True, text=True, check=True)
+    assert "predict" in result.stdout

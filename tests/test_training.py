@@ -1,0 +1,104 @@
+"""Training end to end on tiny data: it learns, saves, reloads and is reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import unetseg
+from unetseg.demo import write_demo_dataset
+from unetseg.errors import InputError
+from unetseg.losses import SegmentationLoss, soft_dice_loss
+from unetseg.modelcard import read_card
+from unetseg.patches import PatchDataset, augment, patch_origins, write_patches
+from unetseg.preprocess import preprocess_sample
+from unetseg.training import train_model
+
+MODEL = {"depth": 2, "base_channels": 4}
+TRAIN = {"epochs": 2, "batch_size": 4, "max_minutes": 5, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_demo_dataset(root / "data", shape=(64, 64), n_train=2, n_val=1, n_test=0, n_predict=0)
+    pre = {}
+    for sample in ("train_00", "train_01", "val_00"):
+        pre[sample] = root / f"{sample}.zarr"
+        preprocess_sample(sample, root / f"data/images/{sample}.tif", pre[sample], mask_path=root / f"data/masks/{sample}.tif")
+    store = root / "patches.zarr"
+    counts = write_patches(store, {"train": [pre["train_00"], pre["train_01"]], "val": [pre["val_00"]]}, patch_size=32)
+    assert counts == {"train": 18, "val": 9}
+    return store
+
+
+def test_patch_origins_cover_the_axis():
+    assert patch_origins(100, 32, 16) == [0, 16, 32, 48, 64, 68]
+    assert patch_origins(20, 32, 16) == [0]
+    assert patch_origins(32, 32, 16) == [0]
+
+
+def test_augment_keeps_image_and_mask_aligned(rng):
+    image = rng.random((2, 8, 8)).astype(np.float32)
+    mask = (image[0] > 0.5).astype(np.uint8)
+    for seed in range(8):
+        out_image, out_mask = augment(image, mask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out_image[0] > 0.5, out_mask.astype(bool))
+
+
+def test_losses_are_zero_for_perfect_logits_and_positive_otherwise():
+    target = torch.zeros(2, 8, 8)
+    target[:, 2:5, 2:6] = 1
+    perfect = (target * 40 - 20).unsqueeze(1)
+    assert soft_dice_loss(perfect, target) < 1e-6
+    assert SegmentationLoss("bce_dice")(perfect, target) < 1e-6
+    assert SegmentationLoss("bce_dice")(-perfect, target) > 1
+    classes = torch.nn.functional.one_hot(target.long(), 2).permute(0, 3, 1, 2).float() * 40
+    assert SegmentationLoss("bce_dice")(classes, target) < 1e-6
+
+
+def test_train_save_reload_and_reproduce(patches, tmp_path):
+    summary = train_model(patches, tmp_path / "m1", model_settings=MODEL, train_settings=TRAIN, card={"note": "x"})
+    assert summary["epochs_run"] == 2 and summary["stopped_by"] == "epochs"
+    card = read_card(tmp_path / "m1")
+    assert card["architecture"]["in_channels"] == 1 and card["note"] == "x" and "torch" in card["versions"]
+    assert (tmp_path / "m1" / "history.csv").read_text().startswith("epoch,train_loss,val_loss,val_dice")
+
+    model = unetseg.load_model(tmp_path / "m1")
+    assert not model.training
+    x = PatchDataset(patches, "val")[0][0][None]
+    logits = model(x)
+    assert logits.shape == (1, 1, 32, 32)
+
+    train_model(patches, tmp_path / "m2", model_settings=MODEL, train_settings=TRAIN)
+    first = torch.load(tmp_path / "m1" / "weights.pt", weights_only=True)
+    second = torch.load(tmp_path / "m2" / "weights.pt", weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in first)  # bit-identical on the CPU
+
+
+def test_training_learns_on_the_demo_patches(patches, tmp_path):
+    settings = {**TRAIN, "epochs": 12, "learning_rate": 3e-3}
+    summary = train_model(patches, tmp_path / "m", model_settings={"depth": 2, "base_channels": 8}, train_settings=settings)
+    assert summary["best_val_dice"] > 0.7
+
+
+def test_patch_size_off_the_grid_is_refused(patches, tmp_path):
+    with pytest.raises(InputError, match="tile.patch_size"):
+        train_model(patches, tmp_path / "m", model_settings={"depth": 3, "base_channels": 2, "padding": "valid"}, train_settings=TRAIN)
+
+
+def test_unknown_settings_are_refused(patches, tmp_path):
+    with pytest.raises(InputError, match="unknown key"):
+        train_model(patches, tmp_path / "m", model_settings=MODEL, train_settings={"epoch": 3})
+
+
+def test_model_directory_from_another_format_is_refused(patches, tmp_path):
+    train_model(patches, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "epochs": 1})
+    card_path = tmp_path / "m" / "card.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "format_version": 99}))
+    with pytest.raises(InputError, match="format 99"):
+        unetseg.load_model(tmp_path / "m")

@@ -1,0 +1,110 @@
+# Config and sample sheet: loaded and checked once, when the workflow starts.
+# Every input function of the workflow lives here and is named get_<what>.
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+from unetseg.demo import demo_sample_sheet
+from unetseg.errors import InputError
+from unetseg.samples import check_sample_sheet
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+if shutil.which("unetseg") is None:
+    raise WorkflowError(
+        "the 'unetseg' command is not on PATH: activate the environment the project was "
+        "installed into (source .venv/bin/activate after `make demo` or `make test`)."
+    )
+
+RESULTS = f"results/{config['dataset']}"
+LOGS = f"logs/{config['dataset']}"
+DEMO = config["demo"]
+DEMO_SHEET = Path(DEMO["directory"]) / "samples.tsv"
+USES_DEMO = Path(config["samples"]) == DEMO_SHEET
+
+
+def load_sample_sheet():
+    """The sample sheet, checked; for the demo, the rows its generator will write."""
+    if USES_DEMO:
+        counts = {k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")}
+        sheet = demo_sample_sheet(DEMO["directory"], **counts)
+    else:
+        path = Path(config["samples"])
+        if not path.is_file():
+            raise InputError(f"{path}: sample sheet not found; set 'samples' in the config to its path.")
+        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
+    # The package's checks first: their messages name the line and the fix.
+    checked = check_sample_sheet(sheet, config["samples"])
+    validate(sheet, "../schemas/samples.schema.yaml")
+    return checked
+
+
+samples = load_sample_sheet()
+
+
+wildcard_constraints:
+    sample="|".join(samples["sample"]),
+
+
+def samples_of(*splits):
+    return samples.loc[samples["split"].isin(splits), "sample"].tolist()
+
+
+def get_preprocessed(sample_ids):
+    return [f"{RESULTS}/preprocessed/{s}.zarr" for s in sample_ids]
+
+
+def get_image(wildcards):
+    return samples.loc[wildcards.sample, "image"]
+
+
+def get_preprocess_input(wildcards):
+    row = samples.loc[wildcards.sample]
+    return {"image": row["image"], "mask": row["mask"]} if row["mask"] else {"image": row["image"]}
+
+
+def get_output_directory(wildcards, output):
+    """The directory of a rule's first output."""
+    return str(Path(output[0]).parent)
+
+
+def get_mask_arg(wildcards, input):
+    return f"--mask {input.mask}" if "mask" in input.keys() else ""
+
+
+def get_masks(splits=("test", "predict")):
+    return expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of(*splits))
+
+
+def get_overlays():
+    return expand(f"{RESULTS}/report/overlays/{{sample}}.png", sample=samples_of("test", "predict"))
+
+
+def get_final_output():
+    outputs = get_masks() + get_overlays() + [f"{RESULTS}/report/training_curve.png"]
+    if samples_of("test"):
+        outputs += [f"{RESULTS}/evaluation/summary.json", f"{RESULTS}/evaluation/per_image.csv"]
+    return outputs
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)
+
+
+MODEL_CARD = as_json(
+    {
+        "normalization": {"method": "percentile", "percentiles": config["preprocess"]["percentiles"]},
+        "labels": config["labels"],
+        "data": {
+            "dataset": config["dataset"],
+            "train": samples_of("train"),
+            "val": samples_of("val"),
+        },
+        "config": config,
+    }
+)

@@ -1,0 +1,24 @@
+# Synthetic demo data: fluorescent nuclei with instance masks and their sample sheet.
+# Runs only when config["samples"] points at the demo's sheet.
+
+if USES_DEMO:
+
+    rule demo_data:
+        output:
+            sheet=str(DEMO_SHEET),
+            images=samples["image"].tolist(),
+            masks=[m for m in samples["mask"] if m],
+        params:
+            directory=get_output_directory,
+            size=DEMO["size"],
+            seed=DEMO["seed"],
+            n_train=DEMO["n_train"],
+            n_val=DEMO["n_val"],
+            n_test=DEMO["n_test"],
+            n_predict=DEMO["n_predict"],
+        log:
+            f"{LOGS}/demo_data.log",
+        shell:
+            "unetseg demo-data --output {params.directory} --size {params.size} --seed {params.seed}"
+            " --n-train {params.n_train} --n-val {params.n_val} --n-test {params.n_test}"
+            " --n-predict {params.n_predict} 2> {log}"

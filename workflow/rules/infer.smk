@@ -1,0 +1,36 @@
+# Dask-parallel tiled inference into a full-size probability map, then the final mask.
+
+
+rule infer:
+    input:
+        model=f"{RESULTS}/model",
+        image=f"{RESULTS}/preprocessed/{{sample}}.zarr",
+    output:
+        temp(directory(f"{RESULTS}/probabilities/{{sample}}.zarr")),
+    params:
+        tile=config["inference"]["tile"],
+        batch_size=config["inference"]["batch_size"],
+        border=config["inference"]["border"],
+        device=config["inference"]["device"],
+    resources:
+        gpu=1,
+    threads: workflow.cores
+    log:
+        f"{LOGS}/infer/{{sample}}.log",
+    shell:
+        "unetseg infer --model {input.model} --input {input.image} --output {output}"
+        " --tile {params.tile} --batch-size {params.batch_size} --border {params.border}"
+        " --device {params.device} --threads {threads} 2> {log}"
+
+
+rule stitch:
+    input:
+        model=f"{RESULTS}/model",
+        probabilities=f"{RESULTS}/probabilities/{{sample}}.zarr",
+    output:
+        f"{RESULTS}/masks/{{sample}}.tif",
+    log:
+        f"{LOGS}/stitch/{{sample}}.log",
+    shell:
+        "unetseg stitch --model {input.model} --probabilities {input.probabilities}"
+        " --output {output} 2> {log}"

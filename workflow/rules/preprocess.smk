@@ -1,0 +1,19 @@
+# Check each sample, normalise intensities, map masks to foreground, store as Zarr.
+
+
+rule preprocess:
+    input:
+        unpack(get_preprocess_input),
+    output:
+        directory(f"{RESULTS}/preprocessed/{{sample}}.zarr"),
+    params:
+        mask=get_mask_arg,
+        foreground=as_json(config["labels"]["foreground"]),
+        percentiles=config["preprocess"]["percentiles"],
+        axes=config["data"]["axes"],
+    log:
+        f"{LOGS}/preprocess/{{sample}}.log",
+    shell:
+        "unetseg preprocess --sample {wildcards.sample} --image {input.image} {params.mask}"
+        " --output {output} --foreground {params.foreground:q} --axes {params.axes}"
+        " --percentiles {params.percentiles} 2> {log}"

@@ -1,0 +1,16 @@
+# Training and validation patches in one Zarr store, chunked by patch.
+
+
+rule tile:
+    input:
+        train=get_preprocessed(samples_of("train")),
+        val=get_preprocessed(samples_of("val")),
+    output:
+        directory(f"{RESULTS}/tiles/patches.zarr"),
+    params:
+        patch_size=config["tile"]["patch_size"],
+    log:
+        f"{LOGS}/tile.log",
+    shell:
+        "unetseg tile --train {input.train} --val {input.val} --output {output}"
+        " --patch-size {params.patch_size} 2> {log}"

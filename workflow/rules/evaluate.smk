@@ -1,4 +1,5 @@
-# Dice, IoU, precision, recall and pixel error of every test image, and their means.
+# Scores of every test image (pixels, boundaries, regions, objects), their statistics over
+# the split, and the report's metric figures and tables.
 
 
 rule evaluate:
@@ -11,11 +12,46 @@ rule evaluate:
             f"{RESULTS}/evaluation/per_image.csv",
             caption="../report/per_image.rst",
             category="Metrics",
+            subcategory="Tables",
+            labels={"table": "per-image scores (CSV)"},
+        ),
+        table=f"{RESULTS}/evaluation/metrics.csv",
+        page=report(
+            f"{RESULTS}/report/metrics.html",
+            caption="../report/metrics_page.rst",
+            category="Metrics",
+            subcategory="Tables",
+            labels={"table": "statistics over the test split"},
+        ),
+        distributions=report(
+            f"{RESULTS}/report/metric_distributions.png",
+            caption="../report/metric_distributions.rst",
+            category="Metrics",
+            subcategory="Figures",
+            labels={"figure": "per-image score distributions"},
+        ),
+        instances=report(
+            f"{RESULTS}/report/instance_curves.png",
+            caption="../report/instance_curves.rst",
+            category="Metrics",
+            subcategory="Figures",
+            labels={"figure": "objects against IoU threshold"},
+        ),
+        gallery=report(
+            f"{RESULTS}/report/worst_samples.png",
+            caption="../report/worst_samples.rst",
+            category="Segmentations",
+            subcategory="Worst by Dice",
+            labels={"sample": "worst test images"},
         ),
     params:
         samples=samples_of("test"),
+        foreground=as_json(config["labels"]["foreground"]),
     log:
         f"{LOGS}/evaluate.log",
     shell:
         "unetseg evaluate --samples {params.samples} --truth {input.truth}"
-        " --prediction {input.prediction} --json {output.json} --csv {output.csv} 2> {log}"
+        " --prediction {input.prediction} --foreground {params.foreground:q}"
+        " --json {output.json} --csv {output.csv} --metrics-table {output.table}"
+        " --metrics-page {output.page} --distributions {output.distributions}"
+        " --instances {output.instances} --gallery {output.gallery} 2> {log}"

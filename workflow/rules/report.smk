@@ -1,4 +1,6 @@
-# Figures for `snakemake --report`: overlays of every segmented image, the training curve.
+# Figures and pages for `snakemake --report`: overlays and error maps of every segmented
+# image, the training curve, the data table and the model card. The metric figures come
+# from the evaluate rule (evaluate.smk).
 
 
 rule overlay:
@@ -10,6 +12,7 @@ rule overlay:
             f"{RESULTS}/report/overlays/{{sample}}.png",
             caption="../report/overlay.rst",
             category="Segmentations",
+            subcategory="Every image",
             labels={"sample": "{sample}"},
         ),
     log:
@@ -27,8 +30,44 @@ rule training_curve:
             f"{RESULTS}/report/training_curve.png",
             caption="../report/training_curve.rst",
             category="Training",
+            labels={"figure": "loss and validation Dice"},
         ),
     log:
         f"{LOGS}/training_curve.log",
     shell:
         "unetseg figure training --history {input}/history.csv --output {output} 2> {log}"
+
+
+rule data_table:
+    input:
+        get_preprocessed(samples["sample"]),
+    output:
+        report(
+            f"{RESULTS}/report/data.html",
+            caption="../report/data.rst",
+            category="Data",
+            labels={"table": "samples"},
+        ),
+    params:
+        splits=samples["split"].tolist(),
+    log:
+        f"{LOGS}/data_table.log",
+    shell:
+        "unetseg figure data --preprocessed {input} --splits {params.splits}"
+        " --output {output} 2> {log}"
+
+
+rule model_card:
+    input:
+        f"{RESULTS}/model",
+    output:
+        report(
+            f"{RESULTS}/report/model_card.html",
+            caption="../report/model_card.rst",
+            category="Provenance",
+            labels={"page": "model card, config and versions"},
+        ),
+    log:
+        f"{LOGS}/model_card.log",
+    shell:
+        "unetseg figure card --model {input} --output {output} 2> {log}"

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from unetseg.demo import write_demo_dataset
 from unetseg.model import UNet
+from unetseg.patches import write_patches
+from unetseg.preprocess import preprocess_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,3 +42,19 @@ def tiny_unet():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_patches(tmp_path_factory):
+    """A patch store cut from three 64x64 demo images (two train, one val), patches of 32."""
+    root = tmp_path_factory.mktemp("patches")
+    write_demo_dataset(root / "data", shape=(64, 64), n_train=2, n_val=1, n_test=0, n_predict=0)
+    pre = {}
+    for sample in ("train_00", "train_01", "val_00"):
+        pre[sample] = root / f"{sample}.zarr"
+        image, mask = root / f"data/images/{sample}.tif", root / f"data/masks/{sample}.tif"
+        preprocess_sample(sample, image, pre[sample], mask_path=mask)
+    store = root / "patches.zarr"
+    splits = {"train": [pre["train_00"], pre["train_01"]], "val": [pre["val_00"]]}
+    assert write_patches(store, splits, patch_size=32) == {"train": 18, "val": 9}
+    return store

@@ -70,3 +70,14 @@ def test_normalized_source_applies_statistics(rng):
     raw = (rng.random((1, 10, 10)) * 1000).astype(np.uint16)
     source = NormalizedSource(ImageSource(raw, "CYX"), [(100.0, 600.0)])
     np.testing.assert_allclose(source.read(0), (raw.astype(np.float32) - 100) / 500, rtol=1e-6)
+
+
+def test_test_time_augmentation_is_tiled_exactly_and_flip_invariant(tiny_unet, rng):
+    predictor = TiledPredictor(tiny_unet(depth=2), tile=16, tta=True)
+    image = rng.random((1, 48, 40)).astype(np.float32)
+    result = tiled(predictor, image)
+    np.testing.assert_allclose(result, predictor.predict_whole(image), atol=1e-5, rtol=0)
+    flipped = predictor.predict_whole(image[:, ::-1].copy())[:, ::-1]
+    np.testing.assert_allclose(flipped, result, atol=1e-5, rtol=0)  # symmetric by construction
+    plain = TiledPredictor(predictor.model, tile=16).predict_whole(image)
+    assert np.abs(plain - result).max() > 1e-4

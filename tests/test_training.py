@@ -9,30 +9,19 @@ import pytest
 import torch
 
 import unetseg
-from unetseg.demo import write_demo_dataset
 from unetseg.errors import InputError
 from unetseg.losses import SegmentationLoss, soft_dice_loss
 from unetseg.modelcard import read_card
-from unetseg.patches import PatchDataset, augment, patch_origins, write_patches
-from unetseg.preprocess import preprocess_sample
+from unetseg.patches import PatchDataset, augment, patch_origins
 from unetseg.training import train_model
 
 MODEL = {"depth": 2, "base_channels": 4}
 TRAIN = {"epochs": 2, "batch_size": 4, "max_minutes": 5, "seed": 3}
 
 
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    write_demo_dataset(root / "data", shape=(64, 64), n_train=2, n_val=1, n_test=0, n_predict=0)
-    pre = {}
-    for sample in ("train_00", "train_01", "val_00"):
-        pre[sample] = root / f"{sample}.zarr"
-        preprocess_sample(sample, root / f"data/images/{sample}.tif", pre[sample], mask_path=root / f"data/masks/{sample}.tif")
-    store = root / "patches.zarr"
-    counts = write_patches(store, {"train": [pre["train_00"], pre["train_01"]], "val": [pre["val_00"]]}, patch_size=32)
-    assert counts == {"train": 18, "val": 9}
-    return store
+@pytest.fixture
+def patches(tiny_patches):
+    return tiny_patches
 
 
 def test_patch_origins_cover_the_axis():
@@ -102,3 +91,25 @@ def test_model_directory_from_another_format_is_refused(patches, tmp_path):
     card_path.write_text(json.dumps({**card, "format_version": 99}))
     with pytest.raises(InputError, match="format 99"):
         unetseg.load_model(tmp_path / "m")
+
+
+def test_provenance_records_checksums_and_commit(tmp_path):
+    import hashlib
+    import subprocess
+
+    from unetseg.provenance import collect_provenance, sha256_path
+
+    (tmp_path / "a.tif").write_bytes(b"image bytes")
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "store.zarr" / "zarr.json").write_text("{}")
+    (tmp_path / "sheet.tsv").write_text("sample\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    record = collect_provenance(
+        inputs={"s": [str(tmp_path / "a.tif"), ""], "z": [str(tmp_path / "store.zarr")]},
+        sample_sheet=str(tmp_path / "sheet.tsv"), workflow_dir=str(tmp_path / "repo"),
+    )  # fmt: skip
+    assert record["inputs"]["s"] == {str(tmp_path / "a.tif"): hashlib.sha256(b"image bytes").hexdigest()}
+    assert record["inputs"]["z"][str(tmp_path / "store.zarr")] == sha256_path(tmp_path / "store.zarr")
+    assert record["sample_sheet"]["sha256"] == hashlib.sha256(b"sample\n").hexdigest()
+    assert record["git_commit"] is None  # a repository without commits
+    assert "torch" in record["versions"]

@@ -34,6 +34,7 @@ TINY = {
 
 def project(tmp_path: Path) -> Path:
     """A copy of the workflow, as a user's clone would have it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "profiles"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
@@ -126,3 +127,17 @@ def test_misspelt_config_key_is_refused(tmp_path):
     config = write_config(root, dataset="bad", trian={"epochs": 1})
     result = snakemake(root, "--configfile", config.name, "-n", check=False)
     assert result.returncode != 0 and "trian" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_reruns_give_bit_identical_weights_and_masks(tmp_path):
+    demo = {"size": 64, "n_train": 2, "n_val": 1, "n_test": 1, "n_predict": 0}
+    runs = []
+    for name in ("first", "second"):
+        root = project(tmp_path / name)
+        config = write_config(root, dataset="same", demo=demo)
+        snakemake(root, "--configfile", config.name)
+        runs.append(root / "results" / "same")
+    first, second = runs
+    assert (first / "model/weights.pt").read_bytes() == (second / "model/weights.pt").read_bytes()
+    assert (first / "masks/test_00.tif").read_bytes() == (second / "masks/test_00.tif").read_bytes()

@@ -54,11 +54,18 @@ def cmd_tile(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .provenance import collect_provenance
     from .training import train_model
 
+    card = dict(args.card)
+    card["provenance"] = collect_provenance(
+        inputs=card.get("data", {}).get("files", {}),
+        sample_sheet=card.get("config", {}).get("samples"),
+        workflow_dir=args.workflow_dir,
+    )
     summary = train_model(
         args.patches, args.output, model_settings=args.model_settings, train_settings=args.train_settings,
-        card=args.card,
+        card=card, checkpoint=args.checkpoint,
     )  # fmt: skip
     print(f"training done: {json.dumps(summary)}", file=sys.stderr)
 
@@ -68,21 +75,48 @@ def _predictor(args: argparse.Namespace):
     from .modelcard import load_model
 
     model = load_model(args.model)
-    return TiledPredictor(model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device)
+    return TiledPredictor(
+        model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device, tta=args.tta
+    )
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
-    from .io import ImageSource, atomic_path
+    import shutil
+
+    from .inference import dask_client
+    from .io import ImageSource
     from .preprocess import open_preprocessed
 
     group, attrs = open_preprocessed(args.input)
     source = ImageSource(group["image"], "ZCYX")
     predictor = _predictor(args)
     _check_channels(predictor, source.shape[1], args.input)
-    with atomic_path(args.output) as tmp:
-        out = predictor.create_output(tmp, (source.shape[0], *source.shape[2:]))
-        out.attrs.update({"sample": attrs["sample"], "spatial_axes": attrs["spatial_axes"]})
-        predictor.predict(source, out, threads=args.threads)
+    output = Path(args.output)
+    # Work in a fixed place beside the output, so that a rerun after a crash finds the
+    # tiles already done; move into place only when complete.
+    partial = output.with_name(f".{output.name}.partial")
+    fingerprint = _inference_fingerprint(args, attrs)
+    out, ledger = predictor.resumable_output(
+        partial, (source.shape[0], *source.shape[2:]), fingerprint=fingerprint,
+        attributes={"sample": attrs["sample"], "spatial_axes": attrs["spatial_axes"]},
+    )  # fmt: skip
+    with dask_client(args.dask_scheduler, workers=args.threads or 2) as client:
+        predictor.predict(source, out, threads=args.threads, ledger=ledger, client=client)
+    if output.exists():
+        shutil.rmtree(output)
+    partial.rename(output)
+    shutil.rmtree(ledger.directory)
+
+
+def _inference_fingerprint(args: argparse.Namespace, attrs: dict) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("weights.pt", "card.json"):
+        digest.update((Path(args.model) / name).read_bytes())
+    settings = {"tile": args.tile, "border": args.border, "tta": args.tta, "input": attrs}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def _check_channels(predictor, channels: int, path) -> None:
@@ -127,18 +161,45 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, write_evaluation
 
-    summary = evaluate(args.samples, args.truth, args.prediction)
-    write_evaluation(summary, args.json, args.csv)
+    summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
+    write_evaluation(summary, args.json, args.csv, metrics_csv=args.metrics_table)
+    if args.metrics_page or args.distributions or args.instances or args.gallery:
+        _evaluation_figures(args, summary)
     print(f"mean Dice {summary['mean_dice']}, mean IoU {summary['mean_iou']}", file=sys.stderr)
+
+
+def _evaluation_figures(args: argparse.Namespace, summary: dict) -> None:
+    from . import figures
+    from .report_pages import metrics_page
+
+    if args.metrics_page:
+        metrics_page(summary, args.metrics_page)
+    if args.distributions:
+        figures.metric_distributions_figure(args.csv, args.distributions)
+    if args.instances:
+        figures.instance_curve_figure(summary, args.instances)
+    if args.gallery:
+        rows = [(r["sample"], r["dice"], t, p) for r, t, p in zip(summary["per_image"], args.truth, args.prediction)]
+        figures.gallery_figure(rows, args.gallery)
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
     from . import figures
+    from .report_pages import data_page, model_card_page
 
+    needed = {"overlay": ("preprocessed", "prediction"), "training": ("history",), "data": ("preprocessed", "splits"),
+              "card": ("model",)}[args.kind]  # fmt: skip
+    missing = [f"--{name}" for name in needed if not getattr(args, name)]
+    if missing:
+        raise InputError(f"figure {args.kind} needs {' and '.join(missing)}")
     if args.kind == "training":
         figures.training_curve_figure(args.history, args.output)
+    elif args.kind == "data":
+        data_page(args.preprocessed, args.splits, args.output)
+    elif args.kind == "card":
+        model_card_page(args.model, args.output)
     else:
-        figures.overlay_figure(args.preprocessed, args.prediction, args.output)
+        figures.overlay_figure(args.preprocessed[0], args.prediction, args.output)
 
 
 def _inference_options(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +209,7 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="padding beyond image borders")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
+    parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,10 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-settings", type=_json, default={}, help="JSON: the config's model section")
     p.add_argument("--train-settings", type=_json, default={}, help="JSON: the config's train section")
     p.add_argument("--card", type=_json, default={}, help="JSON: extra model-card entries")
+    p.add_argument("--checkpoint", default=None, help="training state file: resumed from if present")
+    p.add_argument("--workflow-dir", default=None, help="directory of the workflow, for its git commit")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("infer", help="tiled inference of a preprocessed sample into a probability Zarr")
     _inference_options(p)
+    p.add_argument(
+        "--dask-scheduler", default=None,
+        help="'threads' (default), 'local' (a local cluster of processes) or a dask.distributed scheduler address",
+    )  # fmt: skip
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_infer)
@@ -210,16 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", nargs="+", required=True)
     p.add_argument("--truth", nargs="+", required=True, help="preprocessed samples, same order")
     p.add_argument("--prediction", nargs="+", required=True, help="mask files, same order")
-    p.add_argument("--json", required=True)
-    p.add_argument("--csv", required=True)
+    p.add_argument("--foreground", type=_foreground, default="nonzero",
+                   help='labels.foreground the truth was preprocessed with: "nonzero" or a JSON list')  # fmt: skip
+    p.add_argument("--json", required=True, help="summary.json to write")
+    p.add_argument("--csv", required=True, help="per-image CSV to write")
+    p.add_argument("--metrics-table", help="CSV to write: statistics of every score over the split")
+    p.add_argument("--metrics-page", help="HTML page to write: the statistics and per-image tables")
+    p.add_argument("--distributions", help="PNG to write: distributions of the per-image scores")
+    p.add_argument("--instances", help="PNG to write: object precision/recall against the IoU threshold")
+    p.add_argument("--gallery", help="PNG to write: error maps of the worst images by Dice")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("figure", help="report figures")
-    p.add_argument("kind", choices=("overlay", "training"))
+    p = sub.add_parser("figure", help="report figures and pages")
+    p.add_argument("kind", choices=("overlay", "training", "data", "card"),
+                   help="overlay: contours and error map of one sample; training: training curve; "
+                        "data: HTML table of the samples; card: HTML page of a model card")  # fmt: skip
     p.add_argument("--output", required=True)
-    p.add_argument("--preprocessed")
-    p.add_argument("--prediction")
-    p.add_argument("--history")
+    p.add_argument("--preprocessed", nargs="+", help="preprocessed sample(s): one for overlay, all for data")
+    p.add_argument("--prediction", help="mask file (overlay)")
+    p.add_argument("--history", help="history.csv of a model (training)")
+    p.add_argument("--splits", nargs="+", help="split of each preprocessed sample (data)")
+    p.add_argument("--model", help="model directory (card)")
     p.set_defaults(func=cmd_figure)
     return parser
 
@@ -231,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"unetseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permission denied, ...: say which file and why
+        where = f" {err.filename}:" if err.filename else ""
+        print(
+            f"unetseg {args.command}: error:{where} {err.strerror or err}. Outputs written before are "
+            "intact and nothing partial was left under a final name; free space or fix permissions, "
+            "then rerun.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

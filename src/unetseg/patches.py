@@ -88,10 +88,15 @@ def write_patches(
     counts = {}
     with atomic_path(output) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
+        channels: dict[int, str] = {}
         for split, paths in splits.items():
             images, masks, index = [], [], []
             for path in paths:
                 i, m, idx = _sample_patches(Path(path), patch_size, stride)
+                channels.setdefault(i[0].shape[0], idx[0][0])
+                if len(channels) > 1:
+                    found = ", ".join(f"{n} channel(s) in {sample!r}" for n, sample in channels.items())
+                    raise InputError(f"samples differ in their number of channels ({found}); all images must match.")
                 images += i
                 masks += m
                 index += idx

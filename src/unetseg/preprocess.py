@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .errors import InputError
 from .io import ImageSource, atomic_path, open_image, read_mask
 
 __all__ = [
+    "check_finite",
     "percentile_stats",
     "normalize",
     "foreground_mask",
@@ -58,13 +60,23 @@ def percentile_stats(
         for z in range(0, z_count, z_step)
     ]
     values = np.concatenate(samples, axis=1).astype(np.float64)
-    if not np.isfinite(values).all():
-        raise InputError(
-            f"{source.path}: the image contains NaN or infinite values; replace them "
-            "(e.g. with 0) before segmenting."
-        )
-    lo, hi = np.percentile(values, [low, high], axis=1)
+    # Non-finite pixels are left out here; writing or predicting reports where they are.
+    values[~np.isfinite(values)] = np.nan
+    if np.isnan(values).all(axis=1).any():
+        raise InputError(f"{source.path}: a channel has no finite value; check the image.")
+    lo, hi = np.nanpercentile(values, [low, high], axis=1)
     return [(float(a), float(b)) for a, b in zip(lo, hi)]
+
+
+def check_finite(block: np.ndarray, path: Any, z: int, y0: int = 0, x0: int = 0) -> None:
+    """Raise :class:`InputError` naming the first NaN or infinite pixel of a ``(C, y, x)`` block."""
+    if np.isfinite(block).all():
+        return
+    c, y, x = np.argwhere(~np.isfinite(block))[0]
+    raise InputError(
+        f"{path}: NaN or infinite value at plane {z}, channel {c}, row {y0 + y}, column {x0 + x}; "
+        "replace such values (e.g. with 0) before segmenting."
+    )
 
 
 def normalize(block: np.ndarray, stats: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -75,7 +87,8 @@ def normalize(block: np.ndarray, stats: Sequence[tuple[float, float]]) -> np.nda
     out = np.empty(block.shape, dtype=np.float32)
     for c, (lo, hi) in enumerate(stats):
         scale = 1.0 / (hi - lo) if hi > lo else 0.0
-        out[c] = (block[c].astype(np.float32) - np.float32(lo)) * np.float32(scale)
+        with np.errstate(invalid="ignore"):  # inf * 0: NaN, reported by check_finite
+            out[c] = (block[c].astype(np.float32) - np.float32(lo)) * np.float32(scale)
     return out
 
 
@@ -97,6 +110,18 @@ def foreground_mask(mask: np.ndarray, foreground: str | Sequence[int] = "nonzero
     return np.isin(mask, np.asarray(list(foreground)))
 
 
+def _check_mask_values(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """Masks hold labels: integers (or booleans), not probabilities or intensities."""
+    if mask.dtype.kind == "f":
+        if not np.isfinite(mask).all() or not np.array_equal(mask, np.round(mask)):
+            raise InputError(
+                f"{path}: the mask holds fractional or non-finite values; masks must hold integer "
+                "labels (0 = background). Threshold or round it, and save it as an integer TIFF."
+            )
+    elif mask.dtype.kind not in "biu":
+        raise InputError(f"{path}: masks must be integer or boolean images, not {mask.dtype}.")
+
+
 def _write_image(group: zarr.Group, source: ImageSource, stats: list[tuple[float, float]], chunk: int) -> None:
     z_count, channels, height, width = source.shape
     image = group.create_array(
@@ -106,7 +131,9 @@ def _write_image(group: zarr.Group, source: ImageSource, stats: list[tuple[float
     for z in range(z_count):
         for y0 in range(0, height, ROWS_PER_BLOCK):
             rows = slice(y0, min(y0 + ROWS_PER_BLOCK, height))
-            image[z, :, rows, :] = normalize(source.read(z, rows), stats)
+            block = normalize(source.read(z, rows), stats)
+            check_finite(block, source.path, z, y0)
+            image[z, :, rows, :] = block
 
 
 def preprocess_sample(
@@ -146,8 +173,15 @@ def preprocess_sample(
         truth = None
         if mask_path:
             raw = read_mask(mask_path, source.spatial_shape)
+            _check_mask_values(raw, mask_path)
             truth = foreground_mask(raw, foreground).reshape(source.shape[0], *source.shape[2:])
             attrs["foreground_fraction"] = float(truth.mean())
+            if not truth.any():
+                print(
+                    f"warning: {mask_path}: no foreground pixel with labels.foreground = {foreground!r}; "
+                    "fine for an empty image, otherwise check labels.foreground.",
+                    file=sys.stderr,
+                )
         with atomic_path(output) as tmp:
             group = zarr.open_group(str(tmp), mode="w")
             _write_image(group, source, stats, chunk)

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import random
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import zarr
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -27,6 +31,7 @@ from .errors import InputError
 from .inference import pick_device
 from .losses import SegmentationLoss
 from .model import UNet
+from .io import atomic_path
 from .modelcard import save_model
 from .patches import PatchDataset
 
@@ -61,6 +66,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     amp: bool = True
+    checkpoint_minutes: float = 5.0
 
 
 def _from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -118,6 +124,10 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best_dice, self.best_epoch, self.best_state = -1.0, -1, None
         self.started = time.monotonic()
+        self.epoch = 0  # epochs completed
+        self.checkpoint_path: Path | None = None
+        self.fingerprint = ""
+        self.last_checkpoint = time.monotonic()
 
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > 60 * self.config.max_minutes
@@ -177,8 +187,69 @@ class Trainer:
             return True
         return self.out_of_time()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where training stands (tensors, plain types)."""
+        np_state = np.random.get_state()
+        return {
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "elapsed": time.monotonic() - self.started,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": {"dice": self.best_dice, "epoch": self.best_epoch, "state": self.best_state},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "loader": self.train_loader.generator.get_state(),
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.started = time.monotonic() - state["elapsed"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = state["history"]
+        best = state["best"]
+        self.best_dice, self.best_epoch, self.best_state = best["dice"], best["epoch"], best["state"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.train_loader.generator.set_state(rng["loader"])
+        kind, keys, *rest = rng["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+    def resume(self, path: str | os.PathLike, fingerprint: str) -> bool:
+        """Continue from the checkpoint at ``path`` if it belongs to this run; checkpoint there."""
+        self.checkpoint_path, self.fingerprint = Path(path), fingerprint
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            print(f"ignoring checkpoint {path}: it is from another configuration or data", file=sys.stderr)
+            return False
+        self.load_state_dict(state)
+        print(f"resumed from checkpoint {path} after epoch {self.epoch}", file=sys.stderr, flush=True)
+        return True
+
+    def save_checkpoint(self, *, force: bool = False) -> None:
+        minutes = self.config.checkpoint_minutes
+        if self.checkpoint_path is None or not (force or time.monotonic() - self.last_checkpoint >= 60 * minutes):
+            return
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(self.state_dict(), tmp)
+        self.last_checkpoint = time.monotonic()
+
     def fit(self) -> list[dict[str, float]]:
-        for epoch in range(1, self.config.epochs + 1):
+        while self.epoch < self.config.epochs and not (self.epoch and self.should_stop(self.epoch)):
+            epoch = self.epoch + 1
             train_loss = self.train_epoch(epoch)
             val_loss, val_dice = self.validate()
             if val_dice > self.best_dice:
@@ -193,10 +264,21 @@ class Trainer:
                 f"val Dice {val_dice:.4f} (best {self.best_dice:.4f} at epoch {self.best_epoch})",
                 file=sys.stderr, flush=True,
             )  # fmt: skip
-            if self.should_stop(epoch):
-                break
+            self.epoch = epoch
+            self.save_checkpoint()
         self.model.load_state_dict(self.best_state)
         return self.history
+
+
+def _fingerprint(patches: str | os.PathLike, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+    """Identity of a training run: settings that shape the result, and the patch store."""
+    settings = {**asdict(train_cfg), **{f"model.{k}": v for k, v in asdict(model_cfg).items()}}
+    for volatile in ("max_minutes", "checkpoint_minutes", "num_workers"):
+        settings.pop(volatile)
+    store = zarr.open_group(str(patches), mode="r")
+    data = {split: dict(store[split].attrs) for split in ("train", "val")}
+    text = json.dumps({"settings": settings, "data": data, "store": dict(store.attrs)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _history_csv(history: list[dict[str, float]]) -> bytes:
@@ -214,6 +296,7 @@ def train_model(
     model_settings: dict[str, Any],
     train_settings: dict[str, Any],
     card: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train a U-Net on a patch store and write the model directory.
 
@@ -227,6 +310,11 @@ def train_model(
         The config's ``model`` and ``train`` sections.
     card : dict, optional
         Extra entries for the model card (normalisation, data, config).
+    checkpoint : path-like, optional
+        Where to keep the training state every ``checkpoint_minutes``. If a checkpoint of
+        the same configuration and data is there, training continues from it (after a
+        kill, a walltime limit...) and ends as the uninterrupted run would have; it is
+        deleted once the model is written.
 
     Returns
     -------
@@ -249,6 +337,8 @@ def train_model(
             f"U-Net of depth {model_cfg.depth}; use {model.valid_input_size(train_set.patch_size)}."
         ) from None
     trainer = Trainer(model, train_set, val_set, train_cfg)
+    if checkpoint:
+        trainer.resume(checkpoint, _fingerprint(patches, model_cfg, train_cfg))
     history = trainer.fit()
     summary = {
         "best_val_dice": trainer.best_dice,
@@ -266,4 +356,9 @@ def train_model(
         "training": summary,
     }
     save_model(model, output, full_card, extra_files={"history.csv": _history_csv(history)})
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+        state_dir = Path(checkpoint).parent
+        if state_dir.is_dir() and not any(state_dir.iterdir()):
+            state_dir.rmdir()
     return summary

@@ -3,16 +3,42 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
+from unetseg.configcheck import check_config
 from unetseg.demo import demo_sample_sheet
 from unetseg.errors import InputError
+from unetseg.runlock import clear_stale_locks, forget_run, record_run
 from unetseg.samples import check_sample_sheet
 
+SCHEMAS = Path(workflow.current_basedir).parent / "schemas"
 
+# A run killed with SIGKILL leaves Snakemake's lock; clear it if that run is gone, so that
+# `snakemake --rerun-incomplete` continues without a separate `--unlock`.
+_stale = clear_stale_locks()
+if _stale:
+    print(f"unetseg: {_stale}", file=sys.stderr)
+
+
+onstart:
+    record_run()
+
+
+onsuccess:
+    forget_run()
+
+
+onerror:
+    forget_run()
+
+
+# Our check first (it names the key and suggests the closest one), then Snakemake's
+# validate, which also fills in the schema's defaults.
+check_config(config, SCHEMAS / "config.schema.yaml", source="config (config/config.yaml + --configfile/--config)")
 validate(config, "../schemas/config.schema.yaml")
 
 if shutil.which("unetseg") is None:
@@ -85,8 +111,13 @@ def get_overlays():
     return expand(f"{RESULTS}/report/overlays/{{sample}}.png", sample=samples_of("test", "predict"))
 
 
+def get_report_pages():
+    """The data table and the model card page of `snakemake --report`."""
+    return [f"{RESULTS}/report/data.html", f"{RESULTS}/report/model_card.html"]
+
+
 def get_final_output():
-    outputs = get_masks() + get_overlays() + [f"{RESULTS}/report/training_curve.png"]
+    outputs = get_masks() + get_overlays() + [f"{RESULTS}/report/training_curve.png"] + get_report_pages()
     if samples_of("test"):
         outputs += [f"{RESULTS}/evaluation/summary.json", f"{RESULTS}/evaluation/per_image.csv"]
     return outputs
@@ -104,6 +135,9 @@ MODEL_CARD = as_json(
             "dataset": config["dataset"],
             "train": samples_of("train"),
             "val": samples_of("val"),
+            "files": {
+                s: [samples.loc[s, "image"], samples.loc[s, "mask"]] for s in samples_of("train", "val")
+            },
         },
         "config": config,
     }

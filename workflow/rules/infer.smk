@@ -12,6 +12,8 @@ rule infer:
         batch_size=config["inference"]["batch_size"],
         border=config["inference"]["border"],
         device=config["inference"]["device"],
+        scheduler=config["inference"]["dask_scheduler"],
+        tta="--tta" if config["inference"]["tta"] else "",
     resources:
         gpu=1,
     threads: workflow.cores
@@ -20,7 +22,7 @@ rule infer:
     shell:
         "unetseg infer --model {input.model} --input {input.image} --output {output}"
         " --tile {params.tile} --batch-size {params.batch_size} --border {params.border}"
-        " --device {params.device} --threads {threads} 2> {log}"
+        " --device {params.device} --threads {threads} --dask-scheduler {params.scheduler} {params.tta} 2> {log}"
 
 
 rule stitch:

@@ -10,6 +10,9 @@ rule train:
         model=as_json(config["model"]),
         train=as_json(config["train"]),
         card=MODEL_CARD,
+        # Outside the model directory, so that Snakemake keeps it when a killed job reruns.
+        checkpoint=f"{RESULTS}/train_state/checkpoint.pt",
+        workflow_dir=workflow.basedir,
     resources:
         gpu=1,
     threads: workflow.cores
@@ -18,4 +21,5 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} unetseg train --patches {input} --output {output}"
         " --model-settings {params.model:q} --train-settings {params.train:q}"
-        " --card {params.card:q} 2> {log}"
+        " --card {params.card:q} --checkpoint {params.checkpoint} --workflow-dir {params.workflow_dir}"
+        " 2> {log}"

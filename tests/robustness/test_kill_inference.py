@@ -1,0 +1,45 @@
+"""An inference killed with SIGKILL recomputes only the tiles it had not finished."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tifffile
+import zarr
+
+from unetseg.modelcard import save_model
+from unetseg.preprocess import preprocess_sample
+
+
+def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng):
+    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    tifffile.imwrite(tmp_path / "image.tif", rng.integers(0, 60000, (512, 640), dtype=np.uint16))
+    preprocess_sample("big", tmp_path / "image.tif", tmp_path / "big.zarr")
+
+    def infer(output):
+        return [sys.executable, "-m", "unetseg", "infer", "--model", str(tmp_path / "model"), "--input",
+                str(tmp_path / "big.zarr"), "--output", str(output), "--tile", "32", "--batch-size", "1",
+                "--threads", "1"]  # fmt: skip
+
+    subprocess.run(infer(tmp_path / "reference.zarr"), check=True, capture_output=True)
+    output = tmp_path / "probs.zarr"
+    ledger = tmp_path / ".probs.zarr.partial.tiles"
+    process = subprocess.Popen(infer(output), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if ledger.is_dir() and len(list(ledger.iterdir())) >= 20:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert not output.exists()  # the final name appears only when complete
+
+    rerun = subprocess.run(infer(output), check=True, capture_output=True, text=True)
+    done, total = map(int, re.search(r"resuming: (\d+) of (\d+) tiles already done", rerun.stderr).groups())
+    assert 20 <= done < total == 16 * 20
+    np.testing.assert_array_equal(zarr.open_array(output)[:], zarr.open_array(tmp_path / "reference.zarr")[:])
+    assert not ledger.exists() and sorted(p.name for p in tmp_path.glob(".probs*")) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -75,6 +76,12 @@ def test_demo_workflow_produces_the_contract_outputs_and_report(tmp_path):
     assert summary["mean_dice"] == pytest.approx(np.mean([s[0] for s in scores]))
     assert summary["mean_iou"] == pytest.approx(np.mean([s[1] for s in scores]))
     assert pd.read_csv(results / "evaluation" / "per_image.csv")["sample"].tolist() == ["test_00", "test_01"]
+    provenance = summary["provenance"]
+    weights = hashlib.sha256((results / "model" / "weights.pt").read_bytes()).hexdigest()
+    assert provenance["model"]["weights_sha256"] == weights and sorted(provenance["inputs"]) == ["test_00", "test_01"]
+    card = json.loads((results / "model" / "card.json").read_text())
+    assert sorted(card["provenance"]["inputs"]) == ["train_00", "train_01", "val_00"]
+    assert card["provenance"]["sample_sheet"]["path"] == "resources/demo/samples.tsv"
     assert (results / "masks" / "predict_00.tif").is_file()
     assert {p.name for p in (results / "model").iterdir()} >= {"weights.pt", "card.json", "history.csv"}
     assert not (results / "probabilities").exists() or not any((results / "probabilities").iterdir())

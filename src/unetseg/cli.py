@@ -162,10 +162,26 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, write_evaluation
 
     summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
+    summary["provenance"] = _evaluation_provenance(args)
     write_evaluation(summary, args.json, args.csv, metrics_csv=args.metrics_table)
     if args.metrics_page or args.distributions or args.instances or args.gallery:
         _evaluation_figures(args, summary)
     print(f"mean Dice {summary['mean_dice']}, mean IoU {summary['mean_iou']}", file=sys.stderr)
+
+
+def _evaluation_provenance(args: argparse.Namespace) -> dict:
+    """Checksums of the test inputs and of the model, commit and versions."""
+    from .preprocess import open_preprocessed
+    from .provenance import collect_provenance, sha256_path
+
+    inputs = {}
+    for truth in args.truth:
+        _, attrs = open_preprocessed(truth)
+        inputs[attrs["sample"]] = [attrs["image"], attrs["mask"] or ""]
+    record = collect_provenance(inputs=inputs, sample_sheet=args.sample_sheet, workflow_dir=args.workflow_dir)
+    if args.model:
+        record["model"] = {"path": args.model, "weights_sha256": sha256_path(Path(args.model) / "weights.pt")}
+    return record
 
 
 def _evaluation_figures(args: argparse.Namespace, summary: dict) -> None:
@@ -287,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributions", help="PNG to write: distributions of the per-image scores")
     p.add_argument("--instances", help="PNG to write: object precision/recall against the IoU threshold")
     p.add_argument("--gallery", help="PNG to write: error maps of the worst images by Dice")
+    p.add_argument("--model", help="model directory that made the predictions, for provenance")
+    p.add_argument("--sample-sheet", help="sample sheet, for provenance")
+    p.add_argument("--workflow-dir", help="directory of the workflow, for its git commit")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("figure", help="report figures and pages")

@@ -4,6 +4,7 @@
 
 rule evaluate:
     input:
+        model=f"{RESULTS}/model",
         truth=get_preprocessed(samples_of("test")),
         prediction=expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of("test")),
     output:
@@ -47,6 +48,8 @@ rule evaluate:
     params:
         samples=samples_of("test"),
         foreground=as_json(config["labels"]["foreground"]),
+        sheet=config["samples"],
+        workflow_dir=workflow.basedir,
     log:
         f"{LOGS}/evaluate.log",
     shell:
@@ -54,4 +57,5 @@ rule evaluate:
         " --prediction {input.prediction} --foreground {params.foreground:q}"
         " --json {output.json} --csv {output.csv} --metrics-table {output.table}"
         " --metrics-page {output.page} --distributions {output.distributions}"
-        " --instances {output.instances} --gallery {output.gallery} 2> {log}"
+        " --instances {output.instances} --gallery {output.gallery} --model {input.model}"
+        " --sample-sheet {params.sheet} --workflow-dir {params.workflow_dir} 2> {log}"

@@ -34,8 +34,10 @@ def test_augment_keeps_image_and_mask_aligned(rng):
     image = rng.random((2, 8, 8)).astype(np.float32)
     mask = (image[0] > 0.5).astype(np.uint8)
     for seed in range(8):
-        out_image, out_mask = augment(image, mask, np.random.default_rng(seed))
+        weight = image[1] * 3
+        out_image, out_mask, out_weight = augment(image, mask, weight, rng=np.random.default_rng(seed))
         np.testing.assert_array_equal(out_image[0] > 0.5, out_mask.astype(bool))
+        np.testing.assert_array_equal(out_image[1] * 3, out_weight)
 
 
 def test_losses_are_zero_for_perfect_logits_and_positive_otherwise():
@@ -113,3 +115,32 @@ def test_provenance_records_checksums_and_commit(tmp_path):
     assert record["sample_sheet"]["sha256"] == hashlib.sha256(b"sample\n").hexdigest()
     assert record["git_commit"] is None  # a repository without commits
     assert "torch" in record["versions"]
+
+
+def test_weight_map_patches_train_with_the_weighted_loss(tmp_path):
+    from unetseg.demo import write_demo_dataset
+    from unetseg.patches import write_patches
+    from unetseg.preprocess import preprocess_sample
+
+    write_demo_dataset(tmp_path / "data", shape=(64, 64), n_train=1, n_val=1, n_test=0, n_predict=0)
+    pre = {}
+    for sample in ("train_00", "val_00"):
+        pre[sample] = tmp_path / f"{sample}.zarr"
+        preprocess_sample(sample, tmp_path / f"data/images/{sample}.tif", pre[sample],
+                          mask_path=tmp_path / f"data/masks/{sample}.tif")  # fmt: skip
+    store = tmp_path / "patches.zarr"
+    write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32,
+                  weight_map={"w0": 10, "sigma": 5, "objects": "foreground"})  # fmt: skip
+    dataset = PatchDataset(store, "train")
+    assert dataset.has_weights
+    image, mask, weight = dataset[4]
+    assert weight.shape == mask.shape and float(weight.max()) > 2  # borders between touching nuclei
+    summary = train_model(store, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "epochs": 1})
+    assert summary["epochs_run"] == 1
+
+
+def test_weighted_loss_scales_the_cross_entropy():
+    logits = torch.zeros(1, 1, 4, 4)
+    target = torch.ones(1, 4, 4)
+    plain = SegmentationLoss("bce")(logits, target)
+    assert SegmentationLoss("bce")(logits, target, torch.full((1, 4, 4), 3.0)) == pytest.approx(3 * plain)

@@ -49,7 +49,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_tile(args: argparse.Namespace) -> None:
     from .patches import write_patches
 
-    counts = write_patches(args.output, {"train": args.train, "val": args.val}, patch_size=args.patch_size)
+    weight_map = None
+    if args.weight_map:
+        weight_map = {"w0": args.w0, "sigma": args.sigma, "objects": args.weight_objects}
+    splits = {"train": args.train, "val": args.val}
+    counts = write_patches(args.output, splits, patch_size=args.patch_size, weight_map=weight_map)
     print(f"patches: {counts}", file=sys.stderr)
 
 
@@ -262,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", nargs="+", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--weight-map", action="store_true", help="store the U-Net paper's loss weight map")
+    p.add_argument("--w0", type=float, default=10.0, help="weight map: height of the border term")
+    p.add_argument("--sigma", type=float, default=5.0, help="weight map: width of the border term (pixels)")
+    p.add_argument("--weight-objects", choices=("foreground", "background"), default="foreground",
+                   help="objects whose borders are weighted: the mask's (nuclei) or the regions it encloses (cells between membranes)")  # fmt: skip
     p.set_defaults(func=cmd_tile)
 
     p = sub.add_parser("train", help="train a U-Net on a patch store")

@@ -16,7 +16,9 @@ import yaml
 
 from .errors import InputError
 
-__all__ = ["check_config", "config_errors"]
+__all__ = ["check_config", "coerce_scalars", "config_errors"]
+
+_TYPES = {"integer": int, "number": (int, float), "boolean": bool}
 
 
 def _location(path: Any) -> str:
@@ -46,6 +48,34 @@ def _message(error: jsonschema.ValidationError, schema: dict[str, Any]) -> list[
     return [f"key '{where}': {error.message}{about}"]
 
 
+def coerce_scalars(config: Any, schema: dict[str, Any]) -> Any:
+    """Turn strings into the numbers and booleans the schema expects, in place.
+
+    Snakemake's ``--config 'train={epochs: 5}'`` delivers nested values as strings; they are
+    read as YAML scalars where the schema wants a number or a boolean.
+    """
+    if isinstance(config, dict):
+        for key, value in config.items():
+            sub = schema.get("properties", {}).get(key, {})
+            if isinstance(value, str) and sub.get("type") in _TYPES:
+                parsed = yaml.safe_load(value)
+                expected = _TYPES[sub["type"]]
+                if isinstance(parsed, expected) and not (sub["type"] != "boolean" and isinstance(parsed, bool)):
+                    config[key] = parsed
+            else:
+                coerce_scalars(value, sub)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            items = schema.get("items", {})
+            if isinstance(value, str) and items.get("type") in _TYPES:
+                parsed = yaml.safe_load(value)
+                if isinstance(parsed, _TYPES[items["type"]]) and not isinstance(parsed, bool):
+                    config[i] = parsed
+            else:
+                coerce_scalars(value, items)
+    return config
+
+
 def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     """Every problem of ``config`` against ``schema``, one readable line each."""
     validator = jsonschema.Draft202012Validator(schema)
@@ -54,9 +84,13 @@ def config_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
 
 
 def check_config(config: dict[str, Any], schema_path: str | os.PathLike, *, source: str = "config") -> None:
-    """Raise :class:`InputError` listing every problem of ``config``, or return quietly."""
+    """Raise :class:`InputError` listing every problem of ``config``, or return quietly.
+
+    Strings standing for numbers or booleans are converted first (:func:`coerce_scalars`).
+    """
     with open(schema_path) as handle:
         schema = yaml.safe_load(handle)
+    coerce_scalars(config, schema)
     problems = config_errors(config, schema)
     if problems:
         listing = "\n  - ".join(problems)

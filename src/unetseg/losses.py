@@ -46,13 +46,19 @@ class SegmentationLoss(nn.Module):
             raise ValueError(f"loss must be one of {LOSSES}, not {kind!r}")
         self.kind = kind
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of ``(N, K, Y, X)`` logits against ``(N, Y, X)`` targets.
+
+        ``weight`` ``(N, Y, X)`` scales the per-pixel cross-entropy (the U-Net paper's
+        weight map); the Dice term is not weighted.
+        """
         loss = logits.new_zeros(())
         if self.kind in ("bce", "bce_dice"):
             if logits.shape[1] == 1:
-                loss = loss + F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
+                pixels = F.binary_cross_entropy_with_logits(logits[:, 0], target.float(), reduction="none")
             else:
-                loss = loss + F.cross_entropy(logits, target.long())
+                pixels = F.cross_entropy(logits, target.long(), reduction="none")
+            loss = loss + (pixels if weight is None else pixels * weight).mean()
         if self.kind in ("dice", "bce_dice"):
             loss = loss + soft_dice_loss(logits, target)
         return loss

@@ -23,8 +23,9 @@ from torch.utils.data import Dataset
 
 from .errors import InputError
 from .inference import read_window
-from .io import ImageSource, atomic_path
+from .io import ImageSource, atomic_path, read_mask
 from .preprocess import open_preprocessed
+from .weights import unet_weight_map
 
 __all__ = ["patch_origins", "write_patches", "PatchDataset", "augment"]
 
@@ -41,22 +42,41 @@ def patch_origins(n: int, patch: int, stride: int) -> list[int]:
     return [*starts, n - patch]
 
 
-def _sample_patches(path: Path, patch: int, stride: int) -> tuple[list, list, list]:
+def _plane_weights(group: zarr.Group, attrs: dict, z: int, weight_map: dict) -> np.ndarray:
+    """The paper's weight map of plane ``z`` (computed on the whole plane, then cut)."""
+    from .instances import label_objects, true_instances
+
+    truth = group["mask"][z] > 0
+    if weight_map.get("objects", "foreground") == "background":
+        objects = label_objects(~truth)  # e.g. the cells that membranes enclose
+    else:
+        raw = read_mask(attrs["mask"], tuple(attrs["spatial_shape"]))
+        plane = raw.reshape(-1, *raw.shape[-2:])[z]
+        objects = true_instances(plane, attrs.get("foreground", "nonzero"))
+        if not np.array_equal(objects > 0, truth):  # the mask file changed since preprocessing
+            objects = label_objects(truth)
+    return unet_weight_map(truth, objects, w0=weight_map.get("w0", 10.0), sigma=weight_map.get("sigma", 5.0))
+
+
+def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None) -> dict[str, list]:
     group, attrs = open_preprocessed(path)
     if "mask" not in group:
         raise InputError(f"{path}: sample {attrs['sample']!r} has no mask; training and validation samples need one.")
     image = ImageSource(group["image"], "ZCYX")
     mask = ImageSource(group["mask"], "ZYX")
     z_count, _, height, width = image.shape
-    images, masks, index = [], [], []
+    out: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
     for z in range(z_count):
+        weights = ImageSource(_plane_weights(group, attrs, z, weight_map), "YX") if weight_map else None
         for y in patch_origins(height, patch, stride):
             for x in patch_origins(width, patch, stride):
                 window = [(y, y + patch), (x, x + patch)]
-                images.append(read_window(image, z, window))
-                masks.append(read_window(mask, z, window)[0].astype(np.uint8))
-                index.append([attrs["sample"], z, y, x])
-    return images, masks, index
+                out["image"].append(read_window(image, z, window))
+                out["mask"].append(read_window(mask, z, window)[0].astype(np.uint8))
+                if weights is not None:
+                    out["weight"].append(read_window(weights, 0, window)[0])
+                out["index"].append([attrs["sample"], z, y, x])
+    return out
 
 
 def write_patches(
@@ -65,6 +85,7 @@ def write_patches(
     *,
     patch_size: int,
     stride: int | None = None,
+    weight_map: dict | None = None,
 ) -> dict[str, int]:
     """Cut preprocessed samples into patches and write the patch store atomically.
 
@@ -78,6 +99,11 @@ def write_patches(
         Side of a square patch; must suit the network (checked when training).
     stride : int, optional
         Distance between patch origins; default half a patch.
+    weight_map : dict, optional
+        Store the U-Net paper's loss weights beside the patches (see
+        :func:`unetseg.weights.unet_weight_map`): ``w0``, ``sigma``, and ``objects``
+        (``"foreground"``: the mask's objects, e.g. nuclei; ``"background"``: the regions
+        the foreground encloses, e.g. cells between membranes).
 
     Returns
     -------
@@ -90,35 +116,41 @@ def write_patches(
         root = zarr.open_group(str(tmp), mode="w")
         channels: dict[int, str] = {}
         for split, paths in splits.items():
-            images, masks, index = [], [], []
+            parts: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
             for path in paths:
-                i, m, idx = _sample_patches(Path(path), patch_size, stride)
-                channels.setdefault(i[0].shape[0], idx[0][0])
+                sample = _sample_patches(Path(path), patch_size, stride, weight_map)
+                channels.setdefault(sample["image"][0].shape[0], sample["index"][0][0])
                 if len(channels) > 1:
-                    found = ", ".join(f"{n} channel(s) in {sample!r}" for n, sample in channels.items())
+                    found = ", ".join(f"{n} channel(s) in {name!r}" for n, name in channels.items())
                     raise InputError(f"samples differ in their number of channels ({found}); all images must match.")
-                images += i
-                masks += m
-                index += idx
-            if not images:
+                for key in parts:
+                    parts[key] += sample[key]
+            if not parts["image"]:
                 raise InputError(f"no {split} samples: the sample sheet needs at least one '{split}' row.")
             group = root.create_group(split)
-            stack = np.stack(images)
+            stack = np.stack(parts["image"])
             group.create_array("image", data=stack, chunks=(1, *stack.shape[1:]))
-            group.create_array("mask", data=np.stack(masks), chunks=(1, patch_size, patch_size))
-            group.attrs["index"] = index
-            counts[split] = len(images)
-        root.attrs["unetseg"] = {"patch_size": patch_size, "stride": stride, "counts": counts}
+            group.create_array("mask", data=np.stack(parts["mask"]), chunks=(1, patch_size, patch_size))
+            if parts["weight"]:
+                group.create_array("weight", data=np.stack(parts["weight"]), chunks=(1, patch_size, patch_size))
+            group.attrs["index"] = parts["index"]
+            counts[split] = len(parts["image"])
+        root.attrs["unetseg"] = {
+            "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
+        }  # fmt: skip
     return counts
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips and 90-degree rotations of a ``(C, P, P)`` image and its ``(P, P)`` mask."""
+def augment(image: np.ndarray, *maps: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Random flips and 90-degree rotations of a ``(C, P, P)`` image and ``(P, P)`` maps
+    (mask, weights), all transformed alike."""
     k = int(rng.integers(4))
-    image, mask = np.rot90(image, k, axes=(1, 2)), np.rot90(mask, k)
-    if rng.random() < 0.5:
-        image, mask = image[:, :, ::-1], mask[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+    flip = rng.random() < 0.5
+    out = []
+    for array in (image, *maps):
+        array = np.rot90(array, k, axes=(-2, -1))
+        out.append(np.ascontiguousarray(array[..., ::-1] if flip else array))
+    return tuple(out)
 
 
 class PatchDataset(Dataset):
@@ -135,6 +167,7 @@ class PatchDataset(Dataset):
         self.length = group["image"].shape[0]
         self.channels = group["image"].shape[1]
         self.patch_size = group["image"].shape[-1]
+        self.has_weights = "weight" in group
         self._group = None  # opened lazily, once per worker process
 
     def set_epoch(self, epoch: int) -> None:
@@ -143,10 +176,12 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(image, mask, weight)``; the weight is 1 everywhere without a stored weight map."""
         if self._group is None:
             self._group = zarr.open_group(self.store, mode="r")[self.split]
         image, mask = self._group["image"][i], self._group["mask"][i]
+        weight = self._group["weight"][i] if self.has_weights else np.ones(mask.shape, np.float32)
         if self.do_augment:
-            image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, i]))
-        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.float32))
+            image, mask, weight = augment(image, mask, weight, rng=np.random.default_rng([self.seed, self.epoch, i]))
+        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.float32)), torch.from_numpy(weight)

@@ -168,6 +168,7 @@ def preprocess_sample(
             "spatial_axes": source.spatial_axes,
             "spatial_shape": list(source.spatial_shape),
             "channels": source.shape[1],
+            "foreground": foreground if isinstance(foreground, str) else list(foreground),
             "normalization": {"method": "percentile", "percentiles": list(percentiles), "stats": [list(s) for s in stats]},
         }
         truth = None

@@ -132,24 +132,27 @@ class Trainer:
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > 60 * self.config.max_minutes
 
-    def _step_loss(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step_loss(
+        self, image: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
+        weight = weight.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.model(image)
         logits = logits.float()
-        mask = _crop_target(mask, logits.shape)
-        return self.loss_fn(logits, mask), logits
+        mask, weight = _crop_target(mask, logits.shape), _crop_target(weight, logits.shape)
+        return self.loss_fn(logits, mask, weight), logits
 
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
         self.train_set.set_epoch(epoch)
         total, count = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=None, file=sys.stderr)
-        for image, mask in bar:
-            loss, _ = self._step_loss(image, mask)
+        for image, mask, weight in bar:
+            loss, _ = self._step_loss(image, mask, weight)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -169,8 +172,8 @@ class Trainer:
         """Validation loss and Dice (foreground, threshold 0.5, pooled over all patches)."""
         self.model.eval()
         total, count, inter, union = 0.0, 0, 0.0, 0.0
-        for image, mask in self.val_loader:
-            loss, logits = self._step_loss(image, mask)
+        for image, mask, weight in self.val_loader:
+            loss, logits = self._step_loss(image, mask, weight)
             total += loss.item() * len(image)
             count += len(image)
             mask = _crop_target(mask.to(self.device), logits.shape)

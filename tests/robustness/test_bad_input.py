@@ -35,6 +35,15 @@ def test_wrong_types_and_ranges_name_the_key():
     assert "key 'train.loss': 'focal' is not one of" in message
 
 
+def test_command_line_strings_become_numbers_and_booleans():
+    config = {"dataset": "x", "samples": "s", "train": {"epochs": "5", "amp": "false", "loss": "dice"},
+              "preprocess": {"percentiles": ["2", "98.5"]}, "tile": {"patch_size": "abc"}}  # fmt: skip
+    with pytest.raises(InputError, match="key 'tile.patch_size': 'abc' is not of type 'integer'"):
+        check_config(config, SCHEMA)
+    assert config["train"] == {"epochs": 5, "amp": False, "loss": "dice"}
+    assert config["preprocess"]["percentiles"] == [2, 98.5]
+
+
 def write(path, array, **kwargs):
     tifffile.imwrite(path, array, **kwargs)
     return path

@@ -103,6 +103,13 @@ def get_mask_arg(wildcards, input):
     return f"--mask {input.mask}" if "mask" in input.keys() else ""
 
 
+def get_weight_map_args():
+    weights = config["tile"]["weight_map"]
+    if not weights["enabled"]:
+        return ""
+    return f"--weight-map --w0 {weights['w0']} --sigma {weights['sigma']} --weight-objects {weights['objects']}"
+
+
 def get_masks(splits=("test", "predict")):
     return expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of(*splits))
 

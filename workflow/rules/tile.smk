@@ -9,8 +9,9 @@ rule tile:
         directory(f"{RESULTS}/tiles/patches.zarr"),
     params:
         patch_size=config["tile"]["patch_size"],
+        weight_map=get_weight_map_args(),
     log:
         f"{LOGS}/tile.log",
     shell:
         "unetseg tile --train {input.train} --val {input.val} --output {output}"
-        " --patch-size {params.patch_size} 2> {log}"
+        " --patch-size {params.patch_size} {params.weight_map} 2> {log}"

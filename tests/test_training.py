@@ -144,3 +144,24 @@ def test_weighted_loss_scales_the_cross_entropy():
     target = torch.ones(1, 4, 4)
     plain = SegmentationLoss("bce")(logits, target)
     assert SegmentationLoss("bce")(logits, target, torch.full((1, 4, 4), 3.0)) == pytest.approx(3 * plain)
+
+
+def test_whole_image_validation_tunes_the_threshold(tmp_path):
+    from unetseg.demo import write_demo_dataset
+    from unetseg.patches import write_patches
+    from unetseg.preprocess import preprocess_sample
+
+    write_demo_dataset(tmp_path / "data", shape=(64, 64), n_train=1, n_val=1, n_test=0, n_predict=0)
+    pre = {}
+    for sample in ("train_00", "val_00"):
+        pre[sample] = tmp_path / f"{sample}.zarr"
+        preprocess_sample(sample, tmp_path / f"data/images/{sample}.tif", pre[sample],
+                          mask_path=tmp_path / f"data/masks/{sample}.tif")  # fmt: skip
+    store = tmp_path / "patches.zarr"
+    write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32)
+    summary = train_model(store, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "epochs": 2},
+                          val_images=[pre["val_00"]])  # fmt: skip
+    card = read_card(tmp_path / "m")
+    assert summary["validation"] == "whole images, tiled inference"
+    assert card["threshold"] == summary["threshold"] and 0 <= card["threshold"] < 1
+    assert summary["val_dice_at_threshold"] >= summary["best_val_dice"] - 1e-12  # tuning never loses

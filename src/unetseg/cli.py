@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     summary = train_model(
         args.patches, args.output, model_settings=args.model_settings, train_settings=args.train_settings,
-        card=card, checkpoint=args.checkpoint,
+        card=card, checkpoint=args.checkpoint, val_images=args.val_images, border=args.border,
     )  # fmt: skip
     print(f"training done: {json.dumps(summary)}", file=sys.stderr)
 
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", type=_json, default={}, help="JSON: extra model-card entries")
     p.add_argument("--checkpoint", default=None, help="training state file: resumed from if present")
     p.add_argument("--workflow-dir", default=None, help="directory of the workflow, for its git commit")
+    p.add_argument("--val-images", nargs="*", default=None,
+                   help="preprocessed validation samples: validate on whole images and tune the threshold")  # fmt: skip
+    p.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="border padding of that validation")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("infer", help="tiled inference of a preprocessed sample into a probability Zarr")

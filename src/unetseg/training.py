@@ -34,6 +34,7 @@ from .model import UNet
 from .io import atomic_path
 from .modelcard import save_model
 from .patches import PatchDataset
+from .validation import BINS, WholeImageValidator, best_threshold, dice_at_thresholds
 
 __all__ = ["ModelConfig", "TrainConfig", "Trainer", "train_model"]
 
@@ -99,8 +100,16 @@ def _crop_target(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 class Trainer:
     """Fits a U-Net on a patch store and keeps the weights with the best validation Dice."""
 
-    def __init__(self, model: UNet, train_set: PatchDataset, val_set: PatchDataset, config: TrainConfig):
-        self.config, self.model = config, model
+    def __init__(
+        self,
+        model: UNet,
+        train_set: PatchDataset,
+        val_set: PatchDataset,
+        config: TrainConfig,
+        *,
+        validator: WholeImageValidator | None = None,
+    ):
+        self.config, self.model, self.validator = config, model, validator
         self.device = pick_device(config.device)
         self.model.to(self.device)
         cuda = self.device.type == "cuda"
@@ -169,7 +178,14 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> tuple[float, float]:
-        """Validation loss and Dice (foreground, threshold 0.5, pooled over all patches)."""
+        """Validation loss (on the validation patches) and Dice at threshold 0.5: of whole
+        validation images through tiled inference with a validator, else of the patches."""
+        loss, dice = self._validate_patches()
+        if self.validator is not None:
+            dice = float(dice_at_thresholds(*self.validator.histograms(self.model, device=str(self.device)))[BINS // 2])
+        return loss, dice
+
+    def _validate_patches(self) -> tuple[float, float]:
         self.model.eval()
         total, count, inter, union = 0.0, 0, 0.0, 0.0
         for image, mask, weight in self.val_loader:
@@ -273,14 +289,23 @@ class Trainer:
         return self.history
 
 
-def _fingerprint(patches: str | os.PathLike, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+def _fingerprint(
+    patches: str | os.PathLike,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    val_images: list | None = None,
+    border: str = "mirror",
+) -> str:
     """Identity of a training run: settings that shape the result, and the patch store."""
     settings = {**asdict(train_cfg), **{f"model.{k}": v for k, v in asdict(model_cfg).items()}}
     for volatile in ("max_minutes", "checkpoint_minutes", "num_workers"):
         settings.pop(volatile)
     store = zarr.open_group(str(patches), mode="r")
     data = {split: dict(store[split].attrs) for split in ("train", "val")}
-    text = json.dumps({"settings": settings, "data": data, "store": dict(store.attrs)}, sort_keys=True)
+    validation = [str(path) for path in val_images or []] + [border]
+    text = json.dumps(
+        {"settings": settings, "data": data, "store": dict(store.attrs), "validation": validation}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -300,6 +325,8 @@ def train_model(
     train_settings: dict[str, Any],
     card: dict[str, Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    val_images: list[str | os.PathLike] | None = None,
+    border: str = "mirror",
 ) -> dict[str, Any]:
     """Train a U-Net on a patch store and write the model directory.
 
@@ -313,6 +340,12 @@ def train_model(
         The config's ``model`` and ``train`` sections.
     card : dict, optional
         Extra entries for the model card (normalisation, data, config).
+    val_images : list of path-like, optional
+        Preprocessed validation samples: validation Dice is then measured on these whole
+        images through tiled inference (as at predict time) instead of on the patches,
+        and the probability threshold that maximises it is stored in the model card.
+    border : {"mirror", "zero"}
+        Border padding of that inference (the config's ``inference.border``).
     checkpoint : path-like, optional
         Where to keep the training state every ``checkpoint_minutes``. If a checkpoint of
         the same configuration and data is there, training continues from it (after a
@@ -339,10 +372,14 @@ def train_model(
             f"config 'tile.patch_size' {train_set.patch_size} does not suit a {model_cfg.padding}-padded "
             f"U-Net of depth {model_cfg.depth}; use {model.valid_input_size(train_set.patch_size)}."
         ) from None
-    trainer = Trainer(model, train_set, val_set, train_cfg)
+    validator = WholeImageValidator(val_images, border=border) if val_images else None
+    trainer = Trainer(model, train_set, val_set, train_cfg, validator=validator)
     if checkpoint:
-        trainer.resume(checkpoint, _fingerprint(patches, model_cfg, train_cfg))
+        trainer.resume(checkpoint, _fingerprint(patches, model_cfg, train_cfg, val_images, border))
     history = trainer.fit()
+    threshold, threshold_dice = 0.5, trainer.best_dice
+    if validator is not None:  # tuned on the validation images with the kept weights
+        threshold, threshold_dice = best_threshold(*validator.histograms(model, device=str(trainer.device)))
     summary = {
         "best_val_dice": trainer.best_dice,
         "best_epoch": trainer.best_epoch,
@@ -350,10 +387,13 @@ def train_model(
         "seconds": history[-1]["seconds"],
         "device": str(trainer.device),
         "stopped_by": "epochs" if len(history) == train_cfg.epochs else "budget_or_patience",
+        "validation": "whole images, tiled inference" if validator else "patches",
+        "threshold": threshold,
+        "val_dice_at_threshold": threshold_dice,
     }
     full_card = {
         **(card or {}),
-        "threshold": 0.5,
+        "threshold": threshold,
         "model_config": asdict(model_cfg),
         "train_config": asdict(train_cfg),
         "training": summary,

@@ -3,7 +3,8 @@
 
 rule train:
     input:
-        f"{RESULTS}/tiles/patches.zarr",
+        patches=f"{RESULTS}/tiles/patches.zarr",
+        val=get_preprocessed(samples_of("val")),
     output:
         directory(f"{RESULTS}/model"),
     params:
@@ -13,13 +14,15 @@ rule train:
         # Outside the model directory, so that Snakemake keeps it when a killed job reruns.
         checkpoint=f"{RESULTS}/train_state/checkpoint.pt",
         workflow_dir=workflow.basedir,
+        border=config["inference"]["border"],
     resources:
         gpu=1,
     threads: workflow.cores
     log:
         f"{LOGS}/train.log",
     shell:
-        "OMP_NUM_THREADS={threads} unetseg train --patches {input} --output {output}"
+        "OMP_NUM_THREADS={threads} unetseg train --patches {input.patches} --val-images {input.val}"
+        " --border {params.border} --output {output}"
         " --model-settings {params.model:q} --train-settings {params.train:q}"
         " --card {params.card:q} --checkpoint {params.checkpoint} --workflow-dir {params.workflow_dir}"
         " 2> {log}"

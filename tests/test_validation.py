@@ -1,0 +1,45 @@
+"""Whole-image validation and the tuned threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetseg.inference import TiledPredictor
+from unetseg.metrics import dice
+from unetseg.preprocess import preprocess_sample
+from unetseg.validation import BINS, WholeImageValidator, best_threshold, dice_at_thresholds
+
+
+def test_dice_at_thresholds_hand_case():
+    foreground = np.zeros(BINS, np.int64)
+    background = np.zeros(BINS, np.int64)
+    foreground[[300, 800]] = [2, 6]  # 8 true pixels at p=0.3 and 0.8
+    background[[100, 600]] = [10, 3]  # 13 background pixels at p=0.1 and 0.6
+    curve = dice_at_thresholds(foreground, background)
+    assert curve[500] == pytest.approx(2 * 6 / (2 * 6 + 3 + 2))  # threshold 0.5
+    assert curve[700] == pytest.approx(2 * 6 / (2 * 6 + 0 + 2))  # above the background's 0.6
+    assert curve[0] == pytest.approx(2 * 8 / (2 * 8 + 13))
+    threshold, best = best_threshold(foreground, background)
+    assert best == pytest.approx(12 / 14) and 0.6 < threshold <= 0.8
+    assert dice_at_thresholds(np.zeros(BINS, np.int64), background)[999] == 1.0  # nothing there, nothing called
+
+
+def test_validator_histograms_match_direct_tiled_inference(tiny_unet, rng, tmp_path):
+    image = rng.integers(0, 4000, (2, 50, 70), dtype=np.uint16)
+    mask = (rng.random((2, 50, 70)) > 0.7).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
+    preprocess_sample("v", tmp_path / "img.tif", tmp_path / "v.zarr", mask_path=tmp_path / "mask.tif")
+    model = tiny_unet(depth=2)
+    foreground, background = WholeImageValidator([tmp_path / "v.zarr"], tile=32).histograms(model, device="cpu")
+    assert foreground.sum() == mask.sum() and background.sum() == mask.size - mask.sum()
+
+    import zarr
+
+    normalised = zarr.open_group(tmp_path / "v.zarr", mode="r")["image"][:]
+    predictor = TiledPredictor(model, tile=32)
+    probs = np.stack([predictor.predict_whole(normalised[z])[0] for z in range(2)])
+    expected = dice(mask, probs >= 0.5)
+    assert dice_at_thresholds(foreground, background)[BINS // 2] == pytest.approx(expected, abs=1e-9)

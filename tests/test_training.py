@@ -165,3 +165,14 @@ def test_whole_image_validation_tunes_the_threshold(tmp_path):
     assert summary["validation"] == "whole images, tiled inference"
     assert card["threshold"] == summary["threshold"] and 0 <= card["threshold"] < 1
     assert summary["val_dice_at_threshold"] >= summary["best_val_dice"] - 1e-12  # tuning never loses
+
+
+def test_training_with_augmentation_and_foreground_sampling_is_reproducible(patches, tmp_path):
+    settings = {**TRAIN, "epochs": 2, "foreground_share": 0.5, "augment": {"elastic": True, "intensity": True}}
+    train_model(patches, tmp_path / "a", model_settings=MODEL, train_settings=settings)
+    train_model(patches, tmp_path / "b", model_settings=MODEL, train_settings=settings)
+    first = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    second = torch.load(tmp_path / "b" / "weights.pt", weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    with pytest.raises(InputError, match="train.augment"):
+        train_model(patches, tmp_path / "c", model_settings=MODEL, train_settings={**TRAIN, "augment": {"elastik": 1}})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .errors import InputError
 from .inference import read_window
@@ -27,7 +27,7 @@ from .io import ImageSource, atomic_path, read_mask
 from .preprocess import open_preprocessed
 from .weights import unet_weight_map
 
-__all__ = ["patch_origins", "write_patches", "PatchDataset", "augment"]
+__all__ = ["patch_origins", "write_patches", "PatchDataset", "ForegroundSampler", "augment"]
 
 
 def patch_origins(n: int, patch: int, stride: int) -> list[int]:
@@ -134,6 +134,7 @@ def write_patches(
             if parts["weight"]:
                 group.create_array("weight", data=np.stack(parts["weight"]), chunks=(1, patch_size, patch_size))
             group.attrs["index"] = parts["index"]
+            group.attrs["foreground"] = [bool(m.any()) for m in parts["mask"]]
             counts[split] = len(parts["image"])
         root.attrs["unetseg"] = {
             "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
@@ -168,6 +169,10 @@ class PatchDataset(Dataset):
         self.channels = group["image"].shape[1]
         self.patch_size = group["image"].shape[-1]
         self.has_weights = "weight" in group
+        flags = group.attrs.get("foreground")
+        self.has_foreground = (
+            np.asarray(flags, bool) if flags is not None else np.array([m.any() for m in group["mask"][:]], bool)
+        )
         self._group = None  # opened lazily, once per worker process
 
     def set_epoch(self, epoch: int) -> None:
@@ -185,3 +190,30 @@ class PatchDataset(Dataset):
         if self.do_augment:
             image, mask, weight = augment(image, mask, weight, rng=np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(image), torch.from_numpy(mask.astype(np.float32)), torch.from_numpy(weight)
+
+
+class ForegroundSampler(Sampler[int]):
+    """Patch indices for one epoch, a share of them forced to contain foreground.
+
+    Each epoch draws ``len(dataset)`` indices: ``round(share * n)`` among the patches with
+    foreground, the rest among all patches, shuffled; seeded by ``(seed, epoch)``.
+    """
+
+    def __init__(self, has_foreground: np.ndarray, share: float, *, seed: int = 0):
+        if not 0 <= share <= 1:
+            raise ValueError(f"foreground share must be in [0, 1], not {share}")
+        self.has_foreground, self.share, self.seed, self.epoch = np.asarray(has_foreground, bool), share, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.has_foreground)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = len(self.has_foreground)
+        with_foreground = np.flatnonzero(self.has_foreground)
+        forced = round(self.share * n) if with_foreground.size else 0
+        picks = np.concatenate([rng.choice(with_foreground, forced), rng.choice(n, n - forced)])
+        return iter(rng.permutation(picks).tolist())

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,14 @@ import zarr
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .augment import AugmentConfig, augment_batch
 from .errors import InputError
 from .inference import pick_device
 from .losses import SegmentationLoss
 from .model import UNet
 from .io import atomic_path
 from .modelcard import save_model
-from .patches import PatchDataset
+from .patches import ForegroundSampler, PatchDataset
 from .validation import BINS, WholeImageValidator, best_threshold, dice_at_thresholds
 
 __all__ = ["ModelConfig", "TrainConfig", "Trainer", "train_model"]
@@ -68,6 +69,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_minutes: float = 5.0
+    foreground_share: float = 0.0
+    augment: dict = field(default_factory=dict)
 
 
 def _from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -110,6 +113,7 @@ class Trainer:
         validator: WholeImageValidator | None = None,
     ):
         self.config, self.model, self.validator = config, model, validator
+        self.augment = _from_dict(AugmentConfig, config.augment, "train.augment")
         self.device = pick_device(config.device)
         self.model.to(self.device)
         cuda = self.device.type == "cuda"
@@ -120,9 +124,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.train_set, self.val_set = train_set, val_set
         loader = dict(num_workers=config.num_workers, pin_memory=cuda, persistent_workers=config.num_workers > 0)
+        self.sampler = None
+        if config.foreground_share > 0:
+            self.sampler = ForegroundSampler(train_set.has_foreground, config.foreground_share, seed=config.seed)
         self.train_loader = DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=True, drop_last=len(train_set) > config.batch_size,
-            generator=torch.Generator().manual_seed(config.seed), **loader,
+            train_set, batch_size=config.batch_size, shuffle=self.sampler is None, sampler=self.sampler,
+            drop_last=len(train_set) > config.batch_size, generator=torch.Generator().manual_seed(config.seed),
+            **loader,
         )  # fmt: skip
         self.val_loader = DataLoader(val_set, batch_size=config.batch_size, **loader)
         self.loss_fn = SegmentationLoss(config.loss)
@@ -158,9 +166,17 @@ class Trainer:
     def train_epoch(self, epoch: int) -> float:
         self.model.train()
         self.train_set.set_epoch(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         total, count = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=None, file=sys.stderr)
-        for image, mask, weight in bar:
+        for step, (image, mask, weight) in enumerate(bar):
+            if self.augment.elastic or self.augment.intensity:
+                seed = int(np.random.SeedSequence([self.config.seed, epoch, step]).generate_state(1)[0])
+                image, mask, weight = augment_batch(
+                    image.to(self.device), mask.to(self.device), weight.to(self.device), self.augment,
+                    generator=torch.Generator().manual_seed(seed),
+                )  # fmt: skip
             loss, _ = self._step_loss(image, mask, weight)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

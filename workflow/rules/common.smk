@@ -2,6 +2,7 @@
 # Every input function of the workflow lives here and is named get_<what>.
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -101,6 +102,20 @@ def get_output_directory(wildcards, output):
 
 def get_mask_arg(wildcards, input):
     return f"--mask {input.mask}" if "mask" in input.keys() else ""
+
+
+def per_attempt(base):
+    """A resource (mem_mb, runtime) that doubles with each retry: base, 2 x base, 4 x base."""
+
+    def scaled(wildcards, attempt):
+        return base * 2 ** (attempt - 1)
+
+    return scaled
+
+
+def get_train_runtime(wildcards, attempt):
+    """Minutes for train: its time budget (train.max_minutes) plus loading and saving."""
+    return (math.ceil(config["train"]["max_minutes"]) + 30) * attempt
 
 
 def get_weight_map_args():

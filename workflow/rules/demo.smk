@@ -16,6 +16,9 @@ if USES_DEMO:
             n_val=DEMO["n_val"],
             n_test=DEMO["n_test"],
             n_predict=DEMO["n_predict"],
+        resources:
+            mem_mb=per_attempt(2000),
+            runtime=per_attempt(15),
         log:
             f"{LOGS}/demo_data.log",
         shell:

@@ -50,6 +50,9 @@ rule evaluate:
         foreground=as_json(config["labels"]["foreground"]),
         sheet=config["samples"],
         workflow_dir=workflow.basedir,
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     log:
         f"{LOGS}/evaluate.log",
     shell:

@@ -16,7 +16,10 @@ rule infer:
         tta="--tta" if config["inference"]["tta"] else "",
     resources:
         gpu=1,
-    threads: workflow.cores
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(60),
+    # Locally capped at --cores; on a cluster, the CPUs of the job.
+    threads: 8
     log:
         f"{LOGS}/infer/{{sample}}.log",
     shell:
@@ -31,6 +34,9 @@ rule stitch:
         probabilities=f"{RESULTS}/probabilities/{{sample}}.zarr",
     output:
         f"{RESULTS}/masks/{{sample}}.tif",
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     log:
         f"{LOGS}/stitch/{{sample}}.log",
     shell:

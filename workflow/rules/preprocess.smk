@@ -11,6 +11,9 @@ rule preprocess:
         foreground=as_json(config["labels"]["foreground"]),
         percentiles=config["preprocess"]["percentiles"],
         axes=config["data"]["axes"],
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     log:
         f"{LOGS}/preprocess/{{sample}}.log",
     shell:

@@ -15,6 +15,9 @@ rule overlay:
             subcategory="Every image",
             labels={"sample": "{sample}"},
         ),
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     log:
         f"{LOGS}/overlay/{{sample}}.log",
     shell:
@@ -32,6 +35,9 @@ rule training_curve:
             category="Training",
             labels={"figure": "loss and validation Dice"},
         ),
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     log:
         f"{LOGS}/training_curve.log",
     shell:
@@ -50,6 +56,9 @@ rule data_table:
         ),
     params:
         splits=samples["split"].tolist(),
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     log:
         f"{LOGS}/data_table.log",
     shell:
@@ -67,6 +76,9 @@ rule model_card:
             category="Provenance",
             labels={"page": "model card, config and versions"},
         ),
+    resources:
+        mem_mb=per_attempt(2000),
+        runtime=per_attempt(15),
     log:
         f"{LOGS}/model_card.log",
     shell:

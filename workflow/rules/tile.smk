@@ -10,6 +10,9 @@ rule tile:
     params:
         patch_size=config["tile"]["patch_size"],
         weight_map=get_weight_map_args(),
+    resources:
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(30),
     log:
         f"{LOGS}/tile.log",
     shell:

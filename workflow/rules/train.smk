@@ -17,7 +17,10 @@ rule train:
         border=config["inference"]["border"],
     resources:
         gpu=1,
-    threads: workflow.cores
+        mem_mb=per_attempt(16000),
+        runtime=get_train_runtime,
+    # Locally capped at --cores; on a cluster, the CPUs of the job.
+    threads: 8
     log:
         f"{LOGS}/train.log",
     shell:

@@ -117,7 +117,8 @@ def test_provenance_records_checksums_and_commit(tmp_path):
     assert "torch" in record["versions"]
 
 
-def test_weight_map_patches_train_with_the_weighted_loss(tmp_path):
+def one_train_one_val(tmp_path, **patch_options):
+    """A patch store of one 64x64 demo training image and one validation image."""
     from unetseg.demo import write_demo_dataset
     from unetseg.patches import write_patches
     from unetseg.preprocess import preprocess_sample
@@ -129,8 +130,12 @@ def test_weight_map_patches_train_with_the_weighted_loss(tmp_path):
         preprocess_sample(sample, tmp_path / f"data/images/{sample}.tif", pre[sample],
                           mask_path=tmp_path / f"data/masks/{sample}.tif")  # fmt: skip
     store = tmp_path / "patches.zarr"
-    write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32,
-                  weight_map={"w0": 10, "sigma": 5, "objects": "foreground"})  # fmt: skip
+    write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32, **patch_options)
+    return store, pre
+
+
+def test_weight_map_patches_train_with_the_weighted_loss(tmp_path):
+    store, _ = one_train_one_val(tmp_path, weight_map={"w0": 10, "sigma": 5, "objects": "foreground"})
     dataset = PatchDataset(store, "train")
     assert dataset.has_weights
     image, mask, weight = dataset[4]
@@ -147,18 +152,7 @@ def test_weighted_loss_scales_the_cross_entropy():
 
 
 def test_whole_image_validation_tunes_the_threshold(tmp_path):
-    from unetseg.demo import write_demo_dataset
-    from unetseg.patches import write_patches
-    from unetseg.preprocess import preprocess_sample
-
-    write_demo_dataset(tmp_path / "data", shape=(64, 64), n_train=1, n_val=1, n_test=0, n_predict=0)
-    pre = {}
-    for sample in ("train_00", "val_00"):
-        pre[sample] = tmp_path / f"{sample}.zarr"
-        preprocess_sample(sample, tmp_path / f"data/images/{sample}.tif", pre[sample],
-                          mask_path=tmp_path / f"data/masks/{sample}.tif")  # fmt: skip
-    store = tmp_path / "patches.zarr"
-    write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32)
+    store, pre = one_train_one_val(tmp_path)
     summary = train_model(store, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "epochs": 2},
                           val_images=[pre["val_00"]])  # fmt: skip
     card = read_card(tmp_path / "m")

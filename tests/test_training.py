@@ -170,3 +170,10 @@ def test_training_with_augmentation_and_foreground_sampling_is_reproducible(patc
     assert all(torch.equal(first[k], second[k]) for k in first)
     with pytest.raises(InputError, match="train.augment"):
         train_model(patches, tmp_path / "c", model_settings=MODEL, train_settings={**TRAIN, "augment": {"elastik": 1}})
+
+
+def test_time_budget_stops_training_and_says_so(patches, tmp_path):
+    summary = train_model(patches, tmp_path / "m", model_settings=MODEL,
+                          train_settings={**TRAIN, "epochs": 50, "max_minutes": 1e-4})  # fmt: skip
+    assert summary["stopped_by"] == "max_minutes" and summary["epochs_run"] == 1
+    assert (tmp_path / "m" / "weights.pt").is_file()  # the best (only) checkpoint is kept

@@ -142,6 +142,7 @@ class Trainer:
         self.best_dice, self.best_epoch, self.best_state = -1.0, -1, None
         self.started = time.monotonic()
         self.epoch = 0  # epochs completed
+        self.stopped_by = "epochs"
         self.checkpoint_path: Path | None = None
         self.fingerprint = ""
         self.last_checkpoint = time.monotonic()
@@ -219,8 +220,12 @@ class Trainer:
     def should_stop(self, epoch: int) -> bool:
         patience = self.config.patience
         if patience and epoch - self.best_epoch >= patience:
+            self.stopped_by = "patience"
             return True
-        return self.out_of_time()
+        if self.out_of_time():
+            self.stopped_by = "max_minutes"
+            return True
+        return False
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where training stands (tensors, plain types)."""
@@ -402,7 +407,7 @@ def train_model(
         "epochs_run": len(history),
         "seconds": history[-1]["seconds"],
         "device": str(trainer.device),
-        "stopped_by": "epochs" if len(history) == train_cfg.epochs else "budget_or_patience",
+        "stopped_by": trainer.stopped_by,
         "validation": "whole images, tiled inference" if validator else "patches",
         "threshold": threshold,
         "val_dice_at_threshold": threshold_dice,

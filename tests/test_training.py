@@ -177,3 +177,30 @@ def test_time_budget_stops_training_and_says_so(patches, tmp_path):
                           train_settings={**TRAIN, "epochs": 50, "max_minutes": 1e-4})  # fmt: skip
     assert summary["stopped_by"] == "max_minutes" and summary["epochs_run"] == 1
     assert (tmp_path / "m" / "weights.pt").is_file()  # the best (only) checkpoint is kept
+
+
+def test_valid_padding_patches_tile_the_image_with_mirrored_context(tmp_path):
+    from unetseg.patches import write_patches
+    from unetseg.preprocess import preprocess_sample
+    import tifffile
+
+    image = np.arange(40 * 40, dtype=np.uint16).reshape(40, 40)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", (image % 3 == 0).astype(np.uint8))
+    preprocess_sample("s", tmp_path / "img.tif", tmp_path / "s.zarr", mask_path=tmp_path / "mask.tif")
+    context, patch = 8, 36  # targets of 20 px
+    write_patches(tmp_path / "p.zarr", {"train": [tmp_path / "s.zarr"], "val": [tmp_path / "s.zarr"]},
+                  patch_size=patch, context=context)  # fmt: skip
+    dataset = PatchDataset(tmp_path / "p.zarr", "train")
+    import zarr
+
+    index = zarr.open_group(tmp_path / "p.zarr", mode="r")["train"].attrs["index"]
+    covered = np.zeros((40, 40), int)
+    for i, (_, _, y, x) in enumerate(index):
+        _, mask, _ = dataset[i]
+        target = mask.numpy()[context : patch - context, context : patch - context]
+        np.testing.assert_array_equal(target, (image[y : y + 20, x : x + 20] % 3 == 0))
+        covered[y : y + 20, x : x + 20] += 1
+    assert (covered > 0).all()  # the network's outputs reach every pixel, borders included
+    first = dataset[0][1].numpy()
+    np.testing.assert_array_equal(first[:context, context], first[2 * context : context : -1, context])  # mirrored

@@ -53,7 +53,12 @@ def cmd_tile(args: argparse.Namespace) -> None:
     if args.weight_map:
         weight_map = {"w0": args.w0, "sigma": args.sigma, "objects": args.weight_objects}
     splits = {"train": args.train, "val": args.val}
-    counts = write_patches(args.output, splits, patch_size=args.patch_size, weight_map=weight_map)
+    context = 0
+    if args.model_settings.get("padding") == "valid":  # margin of the network (independent of its width)
+        from .model import UNet
+
+        context = UNet(depth=args.model_settings.get("depth", 4), base_channels=1, padding="valid").margin
+    counts = write_patches(args.output, splits, patch_size=args.patch_size, weight_map=weight_map, context=context)
     print(f"patches: {counts}", file=sys.stderr)
 
 
@@ -266,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", nargs="+", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--patch-size", type=int, default=256)
+    p.add_argument("--model-settings", type=_json, default={},
+                   help="JSON: the config's model section (valid padding places patches with context)")  # fmt: skip
     p.add_argument("--weight-map", action="store_true", help="store the U-Net paper's loss weight map")
     p.add_argument("--w0", type=float, default=10.0, help="weight map: height of the border term")
     p.add_argument("--sigma", type=float, default=5.0, help="weight map: width of the border term (pixels)")

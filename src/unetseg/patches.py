@@ -58,7 +58,9 @@ def _plane_weights(group: zarr.Group, attrs: dict, z: int, weight_map: dict) -> 
     return unet_weight_map(truth, objects, w0=weight_map.get("w0", 10.0), sigma=weight_map.get("sigma", 5.0))
 
 
-def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None) -> dict[str, list]:
+def _sample_patches(
+    path: Path, patch: int, stride: int, weight_map: dict | None, context: int = 0
+) -> dict[str, list]:
     group, attrs = open_preprocessed(path)
     if "mask" not in group:
         raise InputError(f"{path}: sample {attrs['sample']!r} has no mask; training and validation samples need one.")
@@ -68,9 +70,10 @@ def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None
     out: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
     for z in range(z_count):
         weights = ImageSource(_plane_weights(group, attrs, z, weight_map), "YX") if weight_map else None
-        for y in patch_origins(height, patch, stride):
-            for x in patch_origins(width, patch, stride):
-                window = [(y, y + patch), (x, x + patch)]
+        target = patch - 2 * context  # what a valid-padded network outputs for a patch
+        for y in patch_origins(height, target, stride):
+            for x in patch_origins(width, target, stride):
+                window = [(y - context, y - context + patch), (x - context, x - context + patch)]
                 out["image"].append(read_window(image, z, window))
                 out["mask"].append(read_window(mask, z, window)[0].astype(np.uint8))
                 if weights is not None:
@@ -86,6 +89,7 @@ def write_patches(
     patch_size: int,
     stride: int | None = None,
     weight_map: dict | None = None,
+    context: int = 0,
 ) -> dict[str, int]:
     """Cut preprocessed samples into patches and write the patch store atomically.
 
@@ -104,13 +108,19 @@ def write_patches(
         :func:`unetseg.weights.unet_weight_map`): ``w0``, ``sigma``, and ``objects``
         (``"foreground"``: the mask's objects, e.g. nuclei; ``"background"``: the regions
         the foreground encloses, e.g. cells between membranes).
+    context : int
+        For valid-padded networks, their margin: patches are placed so that their central
+        ``patch - 2 * context`` pixels (what the network outputs) tile the image, and read
+        with mirror padding beyond its borders, the paper's overlap-tile strategy.
 
     Returns
     -------
     dict
         Number of patches per split.
     """
-    stride = stride or max(1, patch_size // 2)
+    if not 0 <= 2 * context < patch_size:
+        raise InputError(f"patch size {patch_size} leaves no output for a network margin of {context} pixels.")
+    stride = stride or max(1, (patch_size - 2 * context) // 2)
     counts = {}
     with atomic_path(output) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
@@ -118,7 +128,7 @@ def write_patches(
         for split, paths in splits.items():
             parts: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
             for path in paths:
-                sample = _sample_patches(Path(path), patch_size, stride, weight_map)
+                sample = _sample_patches(Path(path), patch_size, stride, weight_map, context)
                 channels.setdefault(sample["image"][0].shape[0], sample["index"][0][0])
                 if len(channels) > 1:
                     found = ", ".join(f"{n} channel(s) in {name!r}" for n, name in channels.items())
@@ -138,6 +148,7 @@ def write_patches(
             counts[split] = len(parts["image"])
         root.attrs["unetseg"] = {
             "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
+            "context": context,
         }  # fmt: skip
     return counts
 

@@ -10,6 +10,7 @@ rule tile:
     params:
         patch_size=config["tile"]["patch_size"],
         weight_map=get_weight_map_args(),
+        model=as_json(config["model"]),
     resources:
         mem_mb=per_attempt(8000),
         runtime=per_attempt(30),
@@ -17,4 +18,4 @@ rule tile:
         f"{LOGS}/tile.log",
     shell:
         "unetseg tile --train {input.train} --val {input.val} --output {output}"
-        " --patch-size {params.patch_size} {params.weight_map} 2> {log}"
+        " --patch-size {params.patch_size} --model-settings {params.model:q} {params.weight_map} 2> {log}"

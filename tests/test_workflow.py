@@ -79,6 +79,8 @@ def test_demo_workflow_produces_the_contract_outputs_and_report(tmp_path):
     provenance = summary["provenance"]
     weights = hashlib.sha256((results / "model" / "weights.pt").read_bytes()).hexdigest()
     assert provenance["model"]["weights_sha256"] == weights and sorted(provenance["inputs"]) == ["test_00", "test_01"]
+    assert provenance["training"]["device"] == "cpu" and provenance["seed"] == 0
+    assert provenance["config"]["dataset"] == "tiny" and provenance["evaluation_seconds"] > 0
     card = json.loads((results / "model" / "card.json").read_text())
     assert sorted(card["provenance"]["inputs"]) == ["train_00", "train_01", "val_00"]
     assert card["provenance"]["sample_sheet"]["path"] == "resources/demo/samples.tsv"

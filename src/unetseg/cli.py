@@ -170,8 +170,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate, write_evaluation
 
+    import time
+
+    started = time.perf_counter()
     summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
     summary["provenance"] = _evaluation_provenance(args)
+    summary["provenance"]["evaluation_seconds"] = round(time.perf_counter() - started, 3)
     write_evaluation(summary, args.json, args.csv, metrics_csv=args.metrics_table)
     if args.metrics_page or args.distributions or args.instances or args.gallery:
         _evaluation_figures(args, summary)
@@ -189,7 +193,14 @@ def _evaluation_provenance(args: argparse.Namespace) -> dict:
         inputs[attrs["sample"]] = [attrs["image"], attrs["mask"] or ""]
     record = collect_provenance(inputs=inputs, sample_sheet=args.sample_sheet, workflow_dir=args.workflow_dir)
     if args.model:
+        from .modelcard import read_card
+
+        card = read_card(args.model)
         record["model"] = {"path": args.model, "weights_sha256": sha256_path(Path(args.model) / "weights.pt")}
+        # How the model was made: device, seed, timings and the whole config of the run.
+        record["training"] = card.get("training", {})
+        record["seed"] = card.get("train_config", {}).get("seed")
+        record["config"] = card.get("config")
     return record
 
 

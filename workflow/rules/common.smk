@@ -3,6 +3,7 @@
 
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -75,7 +76,7 @@ samples = load_sample_sheet()
 
 
 wildcard_constraints:
-    sample="|".join(samples["sample"]),
+    sample="|".join(re.escape(s) for s in samples["sample"]),
 
 
 def samples_of(*splits):

@@ -81,3 +81,12 @@ def test_test_time_augmentation_is_tiled_exactly_and_flip_invariant(tiny_unet, r
     np.testing.assert_allclose(flipped, result, atol=1e-5, rtol=0)  # symmetric by construction
     plain = TiledPredictor(predictor.model, tile=16).predict_whole(image)
     assert np.abs(plain - result).max() > 1e-4
+
+
+def test_predict_leaves_torch_threads_as_found(tiny_unet, rng):
+    import torch
+
+    before = torch.get_num_threads()
+    predictor = TiledPredictor(tiny_unet(depth=2), tile=16)
+    tiled(predictor, rng.random((1, 20, 20)).astype(np.float32), threads=1 if before > 1 else 4)
+    assert torch.get_num_threads() == before

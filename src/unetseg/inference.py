@@ -301,6 +301,7 @@ class TiledPredictor:
         tiles = self.tiles((height, width))
         threads = threads or os.cpu_count() or 1
         workers = min(2, threads) if self.device.type == "cpu" else 2
+        previous_threads = torch.get_num_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, threads // workers))
         finished = ledger.done() if ledger is not None else set()
@@ -320,6 +321,8 @@ class TiledPredictor:
                 self._run_threads(batches, workers, bar)
         finally:
             bar.close()
+            # torch's thread count is global: leave it as found (training validates with this).
+            torch.set_num_threads(previous_threads)
         seconds = time.perf_counter() - started
         if progress and batches:
             print(

@@ -13,11 +13,12 @@ pytest.importorskip("distributed")
 
 
 @pytest.mark.slow
-def test_local_cluster_of_processes_matches_threads(tiny_unet, rng, tmp_path):
+@pytest.mark.parametrize("blend", ["none", "gaussian"])
+def test_local_cluster_of_processes_matches_threads(tiny_unet, rng, tmp_path, blend):
     image = rng.random((2, 1, 70, 90)).astype(np.float32)
     zarr.create_array(tmp_path / "image.zarr", data=image, chunks=(1, 1, 32, 32))
     source = ImageSource(zarr.open_array(tmp_path / "image.zarr", mode="r"), "ZCYX")
-    predictor = TiledPredictor(tiny_unet(depth=2), tile=32, batch_size=2)
+    predictor = TiledPredictor(tiny_unet(depth=2), tile=32, batch_size=2, blend=blend)
 
     threaded = predictor.create_output(tmp_path / "threads.zarr", (2, 70, 90))
     predictor.predict(source, threaded, progress=False)

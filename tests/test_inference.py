@@ -90,3 +90,124 @@ def test_predict_leaves_torch_threads_as_found(tiny_unet, rng):
     predictor = TiledPredictor(tiny_unet(depth=2), tile=16)
     tiled(predictor, rng.random((1, 20, 20)).astype(np.float32), threads=1 if before > 1 else 4)
     assert torch.get_num_threads() == before
+
+
+def blended_reference(predictor, image, skip_constant=False):
+    """Gaussian blending written out over the whole canvas: every tile's full output,
+    weighted, summed where it lands, divided by the summed weights."""
+    from unetseg.inference import read_window
+
+    source = ImageSource(image, "CYX")
+    _, height, width = image.shape
+    total = np.zeros((predictor.classes, height, width))
+    weight = np.zeros((height, width))
+    for tile in predictor.tiles((height, width)):
+        window = read_window(source, 0, tile.read, predictor.border)
+        if skip_constant and window.min() == window.max():
+            continue
+        prob = predictor.forward(window[np.newaxis])[0]
+        w = predictor.gaussian_weights(prob.shape[1:])
+        (y0, _), (x0, _) = tile.read
+        y0, x0 = y0 + predictor.margin, x0 + predictor.margin
+        ys = slice(max(0, y0), min(height, y0 + prob.shape[1]))
+        xs = slice(max(0, x0), min(width, x0 + prob.shape[2]))
+        inner = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        total[:, ys, xs] += prob[(slice(None), *inner)] * w[inner]
+        weight[ys, xs] += w[inner]
+    return (total / np.where(weight > 0, weight, 1)).astype(np.float32)  # uncovered: 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "tile", "overlap", "shape"),
+    [
+        ({}, 16, 0.25, (53, 70)),
+        ({}, 24, 0.4, (41, 33)),
+        ({"depth": 3}, 32, 0.25, (100, 37)),
+        ({"padding": "valid", "out_channels": 3}, 16, 0.3, (45, 50)),
+    ],
+)
+def test_gaussian_blending_equals_the_weighted_mean_of_overlapping_tiles(tiny_unet, rng, settings, tile, overlap, shape):
+    predictor = TiledPredictor(tiny_unet(**settings), tile=tile, batch_size=3, blend="gaussian", overlap=overlap)
+    assert predictor.halo - predictor.margin == predictor.context > 0
+    image = rng.random((1, *shape)).astype(np.float32)
+    result = tiled(predictor, image, threads=2)
+    np.testing.assert_allclose(result, blended_reference(predictor, image), atol=1e-5, rtol=0)
+    # Close to the exact overlap-tile result, though its context is smaller than the receptive field.
+    exact = TiledPredictor(predictor.model, tile=tile).predict_whole(image)
+    assert np.abs(result - exact).mean() < 0.05
+
+
+def test_gaussian_weights_peak_in_the_centre(tiny_unet):
+    weights = TiledPredictor(tiny_unet(), tile=16, blend="gaussian").gaussian_weights((32, 24))
+    assert weights.shape == (32, 24) and weights.max() <= 1 and weights.min() > 0
+    assert np.unravel_index(weights.argmax(), weights.shape) in {(15, 11), (15, 12), (16, 11), (16, 12)}
+    np.testing.assert_allclose(weights, weights[::-1, ::-1], rtol=1e-6)
+
+
+def count_forward_passes(predictor, monkeypatch):
+    calls = []
+    forward = predictor.forward
+
+    def counting(batch):
+        calls.append(len(batch))
+        return forward(batch)
+
+    monkeypatch.setattr(predictor, "forward", counting)
+    return calls
+
+
+@pytest.mark.parametrize("blend", ["none", "gaussian"])
+def test_constant_tiles_are_skipped_and_the_rest_is_unchanged(tiny_unet, rng, monkeypatch, blend):
+    predictor = TiledPredictor(tiny_unet(), tile=16, blend=blend)
+    image = np.full((1, 64, 96), 0.3, dtype=np.float32)
+    image[:, :20, :30] = rng.random((1, 20, 30))  # content in one corner only
+    reference = tiled(predictor, image)
+    calls = count_forward_passes(predictor, monkeypatch)
+    result = tiled(predictor, image, skip_constant=True)
+    n_tiles = len(predictor.tiles((64, 96)))
+    assert 0 < sum(calls) < n_tiles  # the tiles far from the corner were not run
+    computed = ~np.all(result == 0, axis=0)
+    if blend == "gaussian":  # skipped tiles are left out of the weighted mean
+        reference = blended_reference(predictor, image, skip_constant=True)
+        np.testing.assert_allclose(result, reference, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result[:, computed], reference[:, computed], atol=1e-5, rtol=0)
+    assert computed[:16, :16].all() and not computed[-16:, -16:].any()
+    np.testing.assert_array_equal(result[:, ~computed], 0)
+
+
+def test_tiles_outside_the_tissue_mask_are_skipped(tiny_unet, rng, monkeypatch):
+    predictor = TiledPredictor(tiny_unet(), tile=16)
+    image = rng.random((1, 48, 48)).astype(np.float32)
+    tissue = np.zeros((1, 48, 48), dtype=np.uint8)
+    tissue[0, 20:24, 5:9] = 1  # inside the tile of rows 16-32, columns 0-16
+    reference = tiled(predictor, image)
+    calls = count_forward_passes(predictor, monkeypatch)
+    result = tiled(predictor, image, tissue=ImageSource(tissue, "CYX"))
+    assert sum(calls) == 1
+    np.testing.assert_allclose(result[:, 16:32, :16], reference[:, 16:32, :16], atol=1e-5, rtol=0)
+    result[:, 16:32, :16] = 0
+    np.testing.assert_array_equal(result, 0)
+    with pytest.raises(ValueError, match="does not match"):
+        tiled(predictor, image, tissue=ImageSource(tissue[:, :40], "CYX"))
+
+
+def test_blending_resumes_from_its_ledger(tiny_unet, rng, tmp_path, monkeypatch):
+    from unetseg.inference import TileLedger
+
+    predictor = TiledPredictor(tiny_unet(), tile=16, blend="gaussian")
+    image = rng.random((1, 1, 50, 50)).astype(np.float32)
+    source = ImageSource(image, "ZCYX")
+    out = predictor.create_output(tmp_path / "p.zarr", (1, 50, 50))
+    ledger = TileLedger(tmp_path / "tiles")
+    predictor.predict(source, out, progress=False, ledger=ledger)
+    complete = out[:]
+    n_tiles = len(predictor.tiles((50, 50)))
+    assert n_tiles == 16
+    # As if killed before the last row of chunks was written: only tiles near it run again.
+    for index in range(12, 16):
+        (tmp_path / "tiles" / f"0.{index}").unlink()
+        out[(0, slice(None), *predictor.tiles((50, 50))[index].write)] = np.nan
+    calls = count_forward_passes(predictor, monkeypatch)
+    predictor.predict(source, out, progress=False, ledger=ledger)
+    assert sum(calls) == 8  # the last two rows of tiles
+    np.testing.assert_allclose(out[:], complete, atol=1e-6, rtol=0)

@@ -72,3 +72,57 @@ def test_errors_are_one_line_with_exit_status_2(model_dir, tmp_path, capsys):
 def test_console_script_and_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "unetseg", "--help"], capture_output=True, text=True, check=True)
     assert "predict" in result.stdout
+
+
+def test_predict_writes_instances_and_an_ome_zarr_pyramid(model_dir, tmp_path, rng):
+    from skimage.measure import label
+
+    from unetseg.io import open_image
+
+    _, model = model_dir
+    image = rng.integers(0, 4000, (300, 270), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    stats = [(float(image.min()), float(image.max()))]
+    probs = TiledPredictor(model).predict_whole(normalize(image[None], stats))
+    # A threshold that leaves many separate objects, some across tile and chunk borders.
+    threshold = float(np.quantile(probs, 0.8))
+    directory = tmp_path / "model80"
+    save_model(model, directory, {"normalization": {"method": "percentile", "percentiles": [0, 100]}, "threshold": threshold})
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.tif"), "--output",
+                 str(out / "mask.tif"), "--tile", "64", "--instances", str(out / "instances.tif"),
+                 "--probabilities", str(out / "in.ome.zarr"), "--probabilities-dtype", "uint8"]) == 0  # fmt: skip
+    mask = tifffile.imread(out / "mask.tif")
+    certain = np.abs(probs[0] - threshold) > 1e-5  # tiled and whole agree to 1e-5
+    np.testing.assert_array_equal(mask[certain], np.where(probs[0] >= threshold, 255, 0)[certain])
+    instances = tifffile.imread(out / "instances.tif")
+    reference = label(mask > 0)  # full connectivity, as the evaluation
+    assert instances.max() == reference.max() > 20
+    pairs = set(zip(instances.ravel().tolist(), reference.ravel().tolist()))
+    assert len(pairs) == reference.max() + 1  # the same partition of the pixels
+    with open_image(out / "in.ome.zarr") as stored:
+        assert stored.shape == (1, 1, 300, 270) and stored.dtype == np.uint8
+        np.testing.assert_allclose(stored.read(0) / 255, probs, atol=0.5 / 255 + 1e-6)
+    for name, expected in (("mask", mask), ("instances", instances)):
+        with open_image(out / "in.ome.zarr" / "labels" / name) as stored:
+            np.testing.assert_array_equal(stored.read(0)[0], expected)
+    assert sorted(p.name for p in out.iterdir()) == ["in.ome.zarr", "instances.tif", "mask.tif"]
+
+
+def test_predict_with_a_tissue_mask_segments_only_tissue(model_dir, tmp_path, rng, capsys):
+    directory, model = model_dir
+    image = rng.integers(0, 4000, (64, 64), dtype=np.uint16)
+    tissue = np.zeros((64, 64), np.uint8)
+    tissue[:16, :16] = 1
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    tifffile.imwrite(tmp_path / "tissue.tif", tissue)
+    assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.tif"), "--output",
+                 str(tmp_path / "mask.tif"), "--tile", "16", "--tissue-mask", str(tmp_path / "tissue.tif")]) == 0  # fmt: skip
+    mask, expected = tifffile.imread(tmp_path / "mask.tif"), expected_mask(model, image)
+    np.testing.assert_array_equal(mask[:16, :16], expected[:16, :16])
+    assert not mask[16:].any() and not mask[:, 16:].any()
+    tifffile.imwrite(tmp_path / "small.tif", tissue[:32])
+    assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.tif"), "--output",
+                 str(tmp_path / "mask2.tif"), "--tissue-mask", str(tmp_path / "small.tif")]) == 2  # fmt: skip
+    assert "small.tif: tissue mask of shape (32, 64)" in capsys.readouterr().err
+    assert not (tmp_path / "mask2.tif").exists()

@@ -18,6 +18,7 @@ import yaml
 import zarr
 
 from unetseg.demo import write_demo_dataset
+from unetseg.io import open_image
 from unetseg.metrics import dice, iou
 from unetseg.preprocess import foreground_mask
 
@@ -110,11 +111,19 @@ def test_own_data_with_stacks_zarr_and_listed_foreground_values(tmp_path):
     tifffile.imwrite(data / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
     rows.append(("stack", "data/stack.tif", "", "predict"))
     pd.DataFrame(rows, columns=["sample", "image", "mask", "split"]).to_csv(root / "sheet.tsv", sep="\t", index=False)
-    config = write_config(root, dataset="own", samples="sheet.tsv", labels={"foreground": [7]})
+    inference = {"tile": 32, "blend": "gaussian", "instances": True, "ome_zarr": True}
+    config = write_config(root, dataset="own", samples="sheet.tsv", labels={"foreground": [7]}, inference=inference)
     snakemake(root, "--configfile", config.name)
 
     results = root / "results" / "own"
-    assert tifffile.imread(results / "masks" / "stack.tif").shape == (2, 48, 48)
+    stack_mask = tifffile.imread(results / "masks" / "stack.tif")
+    assert stack_mask.shape == (2, 48, 48)
+    instances = tifffile.imread(results / "instances" / "stack.tif")  # 3D-connected labels of the stack
+    np.testing.assert_array_equal(instances > 0, stack_mask > 0)
+    with open_image(results / "ome-zarr" / "stack.ome.zarr") as probabilities:
+        assert probabilities.shape == (2, 1, 48, 48) and probabilities.dtype == np.uint8
+    with open_image(results / "ome-zarr" / "stack.ome.zarr" / "labels" / "instances") as stored:
+        np.testing.assert_array_equal(np.stack([stored.read(z)[0] for z in range(2)]), instances)
     summary = json.loads((results / "evaluation" / "summary.json").read_text())
     truth = foreground_mask(tifffile.imread(data / "masks" / "test_00.tif"), [7])
     assert summary["mean_dice"] == pytest.approx(dice(truth, tifffile.imread(results / "masks" / "test_00.tif")))

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
@@ -85,8 +86,9 @@ def _predictor(args: argparse.Namespace):
 
     model = load_model(args.model)
     return TiledPredictor(
-        model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device, tta=args.tta
-    )
+        model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device, tta=args.tta,
+        blend=args.blend, overlap=args.overlap,
+    )  # fmt: skip
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -110,7 +112,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
         attributes={"sample": attrs["sample"], "spatial_axes": attrs["spatial_axes"]},
     )  # fmt: skip
     with dask_client(args.dask_scheduler, workers=args.threads or 2) as client:
-        predictor.predict(source, out, threads=args.threads, ledger=ledger, client=client)
+        predictor.predict(source, out, threads=args.threads, ledger=ledger, client=client, skip_constant=args.skip_empty)
     if output.exists():
         shutil.rmtree(output)
     partial.rename(output)
@@ -123,7 +125,10 @@ def _inference_fingerprint(args: argparse.Namespace, attrs: dict) -> str:
     digest = hashlib.sha256()
     for name in ("weights.pt", "card.json"):
         digest.update((Path(args.model) / name).read_bytes())
-    settings = {"tile": args.tile, "border": args.border, "tta": args.tta, "input": attrs}
+    settings = {
+        "tile": args.tile, "border": args.border, "tta": args.tta, "blend": args.blend, "overlap": args.overlap,
+        "skip_empty": args.skip_empty, "input": attrs,
+    }  # fmt: skip
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -156,15 +161,92 @@ def cmd_predict(args: argparse.Namespace) -> None:
     predictor = _predictor(args)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open_image(args.input, axes=args.axes) as source:
+    with open_image(args.input, axes=args.axes) as source, _tissue_mask(args.tissue_mask, source) as tissue:
         _check_channels(predictor, source.shape[1], args.input)
         stats = percentile_stats(source, *card["normalization"]["percentiles"])
+        spatial_zyx = (source.shape[0], *source.shape[2:])
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".unetseg-") as scratch:
-            probs = predictor.create_output(Path(scratch) / "probabilities.zarr", (source.shape[0], *source.shape[2:]))
-            predictor.predict(NormalizedSource(source, stats), probs, threads=args.threads)
+            probs = predictor.create_output(Path(scratch) / "probabilities.zarr", spatial_zyx)
+            predictor.predict(
+                NormalizedSource(source, stats), probs, threads=args.threads, skip_constant=args.skip_empty, tissue=tissue
+            )
             threshold = card.get("threshold", 0.5)
             shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
-    print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
+            print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
+            if args.instances or args.probabilities:
+                _predict_extras(args, probs, threshold, source.spatial_axes, Path(scratch))
+
+
+def _predict_extras(args: argparse.Namespace, probs, threshold: float, spatial_axes: str, scratch: Path) -> None:
+    """Instance labels and the OME-Zarr pyramid, from the probabilities in ``scratch``."""
+    import zarr
+
+    from .components import label_components
+    from .ngff import write_ome_zarr
+    from .stitching import write_mask
+
+    write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes)
+    mask = zarr.open_array(scratch / "mask.zarr", mode="r")
+    instances = None
+    if args.instances:
+        count = label_components(mask, args.instances, spatial_axes=spatial_axes)
+        print(f"wrote {args.instances} ({count} objects)", file=sys.stderr)
+        if args.probabilities:  # the same labels, read back as Zarr for the OME-Zarr labels
+            if Path(args.instances).suffix.lower() == ".zarr":
+                instances = zarr.open_array(args.instances, mode="r")
+            else:
+                label_components(mask, scratch / "instances.zarr", spatial_axes=spatial_axes)
+                instances = zarr.open_array(scratch / "instances.zarr", mode="r")
+    if args.probabilities:
+        write_ome_zarr(
+            args.probabilities, probabilities=probs, mask=mask, instances=instances, spatial_axes=spatial_axes,
+            dtype=args.probabilities_dtype,
+        )  # fmt: skip
+        print(f"wrote {args.probabilities} (OME-Zarr: probabilities, labels/mask"
+              f"{', labels/instances' if instances is not None else ''})", file=sys.stderr)  # fmt: skip
+
+
+@contextmanager
+def _tissue_mask(path: str | None, source):
+    """The ``--tissue-mask`` image as a ``(Z, 1, Y, X)`` source, checked against ``source``."""
+    if path is None:
+        yield None
+        return
+    from .io import open_image
+
+    with open_image(path) as tissue:
+        if (tissue.shape[0], *tissue.shape[2:]) != (source.shape[0], *source.shape[2:]) or tissue.shape[1] != 1:
+            raise InputError(
+                f"{path}: tissue mask of shape {tissue.spatial_shape} (channels {tissue.shape[1]}) does not match "
+                f"the image's spatial shape {source.spatial_shape}; give a one-channel mask of the same size."
+            )
+        yield tissue
+
+
+def cmd_instances(args: argparse.Namespace) -> None:
+    from .components import label_components
+    from .io import open_image
+
+    with open_image(args.mask) as mask:
+        count = label_components(mask.array, args.output, spatial_axes=mask.spatial_axes)
+    print(f"wrote {args.output} ({count} objects)", file=sys.stderr)
+
+
+def cmd_ome_zarr(args: argparse.Namespace) -> None:
+    import zarr
+
+    from .io import open_image
+    from .ngff import write_ome_zarr
+
+    probs = zarr.open_array(args.probabilities, mode="r")
+    with open_image(args.mask) as mask:
+        if args.instances:
+            with open_image(args.instances) as instances:
+                write_ome_zarr(args.output, probabilities=probs, mask=mask.array, instances=instances.array,
+                               spatial_axes=mask.spatial_axes, dtype=args.dtype)  # fmt: skip
+        else:
+            write_ome_zarr(args.output, probabilities=probs, mask=mask.array, spatial_axes=mask.spatial_axes, dtype=args.dtype)
+    print(f"wrote {args.output}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -240,12 +322,18 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="trained model directory (results/<dataset>/model)")
-    parser.add_argument("--tile", type=int, default=256, help="tile (write region) size in pixels")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--tile", type=int, default=1024, help="tile (write region) size in pixels")
+    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (raise on a GPU)")
     parser.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="padding beyond image borders")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
     parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
+    parser.add_argument("--blend", choices=("none", "gaussian"), default="none",
+                        help="none: exact overlap-tile (halo = receptive field); gaussian: weighted "
+                             "average of overlapping tiles, as MONAI and nnU-Net")  # fmt: skip
+    parser.add_argument("--overlap", type=float, default=0.25, help="--blend gaussian: overlap of neighbouring tiles")
+    parser.add_argument("--skip-empty", action="store_true",
+                        help="no network pass on tiles whose input is constant (background probabilities)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="image: .tif/.tiff or .zarr")
     p.add_argument("--output", required=True, help="mask to write: .tif/.tiff or .zarr")
     p.add_argument("--axes", default=None, help="axis order of the input if not in its metadata, e.g. CYX")
+    p.add_argument("--probabilities", default=None,
+                   help="also write the probabilities, with the mask (and instances) as labels, as an "
+                        "OME-Zarr pyramid (e.g. out.ome.zarr) that napari and other NGFF viewers open")  # fmt: skip
+    p.add_argument("--probabilities-dtype", choices=("float16", "uint8", "float32"), default="float16",
+                   help="storage of --probabilities (uint8: probability x 255)")  # fmt: skip
+    p.add_argument("--instances", default=None,
+                   help="also write instance labels (connected components, consistent across chunks): .tif or .zarr")  # fmt: skip
+    p.add_argument("--tissue-mask", default=None,
+                   help="mask image of the same size (nonzero = tissue); tiles outside it are not segmented")  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo-data", help="write the synthetic demo dataset and its sample sheet")
@@ -319,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", required=True)
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_stitch)
+
+    p = sub.add_parser("instances", help="instance labels (connected components) of a mask, out of core")
+    p.add_argument("--mask", required=True, help="mask: .tif/.tiff or .zarr (nonzero = foreground)")
+    p.add_argument("--output", required=True, help="labels to write: .tif/.tiff or .zarr")
+    p.set_defaults(func=cmd_instances)
+
+    p = sub.add_parser("ome-zarr", help="probabilities and labels as an OME-Zarr pyramid")
+    p.add_argument("--probabilities", required=True, help="(Z, K, Y, X) probability Zarr written by infer")
+    p.add_argument("--mask", required=True, help="the mask of those probabilities")
+    p.add_argument("--instances", default=None, help="instance labels of the mask")
+    p.add_argument("--dtype", choices=("uint8", "float16", "float32"), default="uint8")
+    p.add_argument("--output", required=True, help="OME-Zarr to write, e.g. sample.ome.zarr")
+    p.set_defaults(func=cmd_ome_zarr)
 
     p = sub.add_parser("evaluate", help="Dice, IoU and more over a split")
     p.add_argument("--samples", nargs="+", required=True)

@@ -139,8 +139,23 @@ def get_report_pages():
     return [f"{RESULTS}/report/data.html", f"{RESULTS}/report/model_card.html"]
 
 
+def get_ome_zarr_input(wildcards):
+    inputs = {
+        "probabilities": f"{RESULTS}/probabilities/{wildcards.sample}.zarr",
+        "mask": f"{RESULTS}/masks/{wildcards.sample}.tif",
+    }
+    if config["inference"]["instances"]:
+        inputs["instances"] = f"{RESULTS}/instances/{wildcards.sample}.tif"
+    return inputs
+
+
 def get_final_output():
     outputs = get_masks() + get_overlays() + [f"{RESULTS}/report/training_curve.png"] + get_report_pages()
+    segmented = samples_of("test", "predict")
+    if config["inference"]["instances"]:
+        outputs += [f"{RESULTS}/instances/{s}.tif" for s in segmented]
+    if config["inference"]["ome_zarr"]:
+        outputs += [f"{RESULTS}/ome-zarr/{s}.ome.zarr" for s in segmented]
     if samples_of("test"):
         outputs += [f"{RESULTS}/evaluation/summary.json", f"{RESULTS}/evaluation/per_image.csv"]
     return outputs

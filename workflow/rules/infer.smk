@@ -14,6 +14,9 @@ rule infer:
         device=config["inference"]["device"],
         scheduler=config["inference"]["dask_scheduler"],
         tta="--tta" if config["inference"]["tta"] else "",
+        blend=config["inference"]["blend"],
+        overlap=config["inference"]["overlap"],
+        skip_empty="--skip-empty" if config["inference"]["skip_empty"] else "",
     resources:
         gpu=1,
         mem_mb=per_attempt(8000),
@@ -25,7 +28,8 @@ rule infer:
     shell:
         "unetseg infer --model {input.model} --input {input.image} --output {output}"
         " --tile {params.tile} --batch-size {params.batch_size} --border {params.border}"
-        " --device {params.device} --threads {threads} --dask-scheduler {params.scheduler} {params.tta} 2> {log}"
+        " --device {params.device} --threads {threads} --dask-scheduler {params.scheduler} {params.tta}"
+        " --blend {params.blend} --overlap {params.overlap} {params.skip_empty} 2> {log}"
 
 
 rule stitch:
@@ -42,3 +46,35 @@ rule stitch:
     shell:
         "unetseg stitch --model {input.model} --probabilities {input.probabilities}"
         " --output {output} 2> {log}"
+
+
+rule instances:
+    input:
+        f"{RESULTS}/masks/{{sample}}.tif",
+    output:
+        f"{RESULTS}/instances/{{sample}}.tif",
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
+    log:
+        f"{LOGS}/instances/{{sample}}.log",
+    shell:
+        "unetseg instances --mask {input} --output {output} 2> {log}"
+
+
+rule ome_zarr:
+    input:
+        unpack(get_ome_zarr_input),
+    output:
+        directory(f"{RESULTS}/ome-zarr/{{sample}}.ome.zarr"),
+    params:
+        dtype=config["inference"]["probabilities_dtype"],
+        instances=lambda wildcards, input: f"--instances {input.instances}" if "instances" in input.keys() else "",
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
+    log:
+        f"{LOGS}/ome_zarr/{{sample}}.log",
+    shell:
+        "unetseg ome-zarr --probabilities {input.probabilities} --mask {input.mask} {params.instances}"
+        " --dtype {params.dtype} --output {output} 2> {log}"

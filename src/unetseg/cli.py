@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,6 +150,8 @@ def cmd_stitch(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    import shutil
+
     from .inference import NormalizedSource
     from .io import open_image
     from .modelcard import read_card
@@ -165,20 +166,36 @@ def cmd_predict(args: argparse.Namespace) -> None:
         _check_channels(predictor, source.shape[1], args.input)
         stats = percentile_stats(source, *card["normalization"]["percentiles"])
         spatial_zyx = (source.shape[0], *source.shape[2:])
-        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".unetseg-") as scratch:
-            probs = predictor.create_output(Path(scratch) / "probabilities.zarr", spatial_zyx)
-            predictor.predict(
-                NormalizedSource(source, stats), probs, threads=args.threads, skip_constant=args.skip_empty, tissue=tissue
-            )
-            threshold = card.get("threshold", 0.5)
-            shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
-            print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
-            if args.instances or args.probabilities:
-                _predict_extras(args, probs, threshold, source.spatial_axes, Path(scratch))
+        # Work in a fixed place beside the output, so that a rerun of the same command after
+        # a crash finds the tiles already done; removed once every output is written.
+        partial = output.with_name(f".{output.name}.partial")
+        identity = {"input": _file_identity(args.input), "tissue": _file_identity(args.tissue_mask), "stats": stats}
+        probs, ledger = predictor.resumable_output(
+            partial / "probabilities.zarr", spatial_zyx, fingerprint=_inference_fingerprint(args, identity)
+        )
+        predictor.predict(
+            NormalizedSource(source, stats), probs, threads=args.threads, ledger=ledger,
+            skip_constant=args.skip_empty, tissue=tissue,
+        )  # fmt: skip
+        threshold = card.get("threshold", 0.5)
+        shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
+        print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
+        if args.instances or args.probabilities:
+            _predict_extras(args, probs, threshold, source.spatial_axes, partial)
+        shutil.rmtree(partial)
+
+
+def _file_identity(path: str | None) -> list | None:
+    """Path, size and modification time: enough to tell a changed input from the same one."""
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def _predict_extras(args: argparse.Namespace, probs, threshold: float, spatial_axes: str, scratch: Path) -> None:
-    """Instance labels and the OME-Zarr pyramid, from the probabilities in ``scratch``."""
+    """Instance labels and the OME-Zarr pyramid, from the probabilities; temporary arrays
+    go to ``scratch``."""
     import zarr
 
     from .components import label_components

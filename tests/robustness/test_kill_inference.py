@@ -43,3 +43,36 @@ def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng
     assert 20 <= done < total == 16 * 20
     np.testing.assert_array_equal(zarr.open_array(output)[:], zarr.open_array(tmp_path / "reference.zarr")[:])
     assert not ledger.exists() and sorted(p.name for p in tmp_path.glob(".probs*")) == []
+
+
+def test_killed_predict_resumes_with_the_same_command(tiny_unet, tmp_path, rng):
+    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    tifffile.imwrite(tmp_path / "image.tif", rng.integers(0, 60000, (512, 640), dtype=np.uint16))
+
+    def predict(output):
+        return [sys.executable, "-m", "unetseg", "predict", "--model", str(tmp_path / "model"), "--input",
+                str(tmp_path / "image.tif"), "--output", str(output), "--tile", "32", "--threads", "1",
+                "--probabilities", str(output.with_suffix(".ome.zarr"))]  # fmt: skip
+
+    subprocess.run(predict(tmp_path / "reference.tif"), check=True, capture_output=True)
+    output = tmp_path / "mask.tif"
+    ledger = tmp_path / ".mask.tif.partial" / "probabilities.zarr.tiles"
+    process = subprocess.Popen(predict(output), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if ledger.is_dir() and len(list(ledger.iterdir())) >= 20:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    assert not output.exists()
+
+    rerun = subprocess.run(predict(output), check=True, capture_output=True, text=True)
+    done, total = map(int, re.search(r"resuming: (\d+) of (\d+) tiles already done", rerun.stderr).groups())
+    assert 20 <= done < total == 16 * 20
+    np.testing.assert_array_equal(tifffile.imread(output), tifffile.imread(tmp_path / "reference.tif"))
+    reference = zarr.open_group(tmp_path / "reference.ome.zarr")
+    resumed = zarr.open_group(tmp_path / "mask.ome.zarr")
+    level = sorted(name for name, _ in reference.arrays())[0]
+    np.testing.assert_array_equal(resumed[level][:], reference[level][:])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # scratch removed

@@ -86,7 +86,7 @@ def _predictor(args: argparse.Namespace):
     model = load_model(args.model)
     return TiledPredictor(
         model, tile=args.tile, batch_size=args.batch_size, border=args.border, device=args.device, tta=args.tta,
-        blend=args.blend, overlap=args.overlap,
+        blend=args.blend, overlap=args.overlap, amp=args.amp,
     )  # fmt: skip
 
 
@@ -126,7 +126,7 @@ def _inference_fingerprint(args: argparse.Namespace, attrs: dict) -> str:
         digest.update((Path(args.model) / name).read_bytes())
     settings = {
         "tile": args.tile, "border": args.border, "tta": args.tta, "blend": args.blend, "overlap": args.overlap,
-        "skip_empty": args.skip_empty, "input": attrs,
+        "skip_empty": args.skip_empty, "amp": args.amp, "input": attrs,
     }  # fmt: skip
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
@@ -345,6 +345,7 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
     parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (faster, not bit-equal); ignored on a CPU")
     parser.add_argument("--blend", choices=("none", "gaussian"), default="none",
                         help="none: exact overlap-tile (halo = receptive field); gaussian: weighted "
                              "average of overlapping tiles, as MONAI and nnU-Net")  # fmt: skip

@@ -17,6 +17,7 @@ rule infer:
         blend=config["inference"]["blend"],
         overlap=config["inference"]["overlap"],
         skip_empty="--skip-empty" if config["inference"]["skip_empty"] else "",
+        amp="--amp" if config["inference"]["amp"] else "",
     resources:
         gpu=1,
         mem_mb=per_attempt(8000),
@@ -29,7 +30,7 @@ rule infer:
         "unetseg infer --model {input.model} --input {input.image} --output {output}"
         " --tile {params.tile} --batch-size {params.batch_size} --border {params.border}"
         " --device {params.device} --threads {threads} --dask-scheduler {params.scheduler} {params.tta}"
-        " --blend {params.blend} --overlap {params.overlap} {params.skip_empty} 2> {log}"
+        " --blend {params.blend} --overlap {params.overlap} {params.skip_empty} {params.amp} 2> {log}"
 
 
 rule stitch:

@@ -211,3 +211,14 @@ def test_blending_resumes_from_its_ledger(tiny_unet, rng, tmp_path, monkeypatch)
     predictor.predict(source, out, progress=False, ledger=ledger)
     assert sum(calls) == 8  # the last two rows of tiles
     np.testing.assert_allclose(out[:], complete, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("chunks", "tile"), [((1, 1, 13, 17), 16), ((1, 1, 64, 8), 24), ((1, 1, 100, 100), 32)])
+def test_tiled_equals_whole_image_for_zarr_chunkings(tiny_unet, rng, tmp_path, chunks, tile):
+    predictor = TiledPredictor(tiny_unet(depth=2), tile=tile)
+    image = rng.random((1, 1, 77, 59)).astype(np.float32)
+    zarr.create_array(tmp_path / "image.zarr", data=image, chunks=chunks)
+    source = ImageSource(zarr.open_array(tmp_path / "image.zarr", mode="r"), "ZCYX")
+    out = predictor.create_output(tmp_path / "p.zarr", (1, 77, 59))
+    predictor.predict(source, out, threads=2, progress=False)
+    np.testing.assert_allclose(out[0], predictor.predict_whole(image[0]), atol=1e-5, rtol=0)

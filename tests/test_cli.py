@@ -126,3 +126,58 @@ def test_predict_with_a_tissue_mask_segments_only_tissue(model_dir, tmp_path, rn
                  str(tmp_path / "mask2.tif"), "--tissue-mask", str(tmp_path / "small.tif")]) == 2  # fmt: skip
     assert "small.tif: tissue mask of shape (32, 64)" in capsys.readouterr().err
     assert not (tmp_path / "mask2.tif").exists()
+
+
+def test_predict_refuses_bad_or_colliding_paths_before_any_work(model_dir, tmp_path, rng, capsys, monkeypatch):
+    import unetseg.inference
+
+    directory, _ = model_dir
+    image = tmp_path / "in.tif"
+    tifffile.imwrite(image, rng.integers(0, 4000, (40, 40), dtype=np.uint16))
+    original = image.read_bytes()
+    monkeypatch.setattr(unetseg.inference.TiledPredictor, "predict", lambda *a, **k: pytest.fail("inference ran"))
+    cases = [
+        (["--output", str(image)], "given to both --input and --output"),
+        (["--output", str(tmp_path / "m.tif"), "--instances", str(tmp_path / "m.tif")], "given to both --output and --instances"),
+        (["--output", str(tmp_path / "m.png")], "--output must name a mask"),
+        (["--output", str(tmp_path / "m.tif"), "--instances", str(tmp_path / "i.png")], "--instances must name"),
+        (["--output", str(tmp_path / "m.tif"), "--probabilities", str(tmp_path / "p.tif")], "name it *.ome.zarr"),
+    ]
+    for extra, message in cases:
+        assert main(["predict", "--model", str(directory), "--input", str(image), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert image.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "model"]  # nothing written, nothing hidden
+
+
+def test_predict_input_errors_leave_nothing_to_resume(model_dir, tmp_path, capsys):
+    directory, _ = model_dir
+    image = np.ones((40, 40), np.float32)
+    image[30, 7] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", image)
+    (tmp_path / "folder").mkdir()
+    for source, message in (("nan.tif", "NaN or infinite value"), ("folder", "not a Zarr store")):
+        assert main(["predict", "--model", str(directory), "--input", str(tmp_path / source),
+                     "--output", str(tmp_path / "out" / "m.tif"), "--tile", "16"]) == 2  # fmt: skip
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_predict_option_errors_are_usage_errors(model_dir, tmp_path):
+    directory, _ = model_dir
+    for option in (["--tile", "0"], ["--overlap", "0.6"], ["--batch-size", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", "--model", str(directory), "--input", "x.tif", "--output", "m.tif", *option])
+        assert exit_info.value.code == 2
+
+
+def test_unavailable_device_is_an_input_error():
+    import torch
+
+    from unetseg.errors import InputError
+    from unetseg.inference import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(InputError, match="no usable CUDA device"):
+        pick_device("cuda")

@@ -21,6 +21,20 @@ def _json(text: str):
     return json.loads(text)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _overlap(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 0.5, not {text}")
+    return value
+
+
 def _foreground(text: str) -> str | list[int]:
     """``nonzero`` or a JSON list of mask values, e.g. ``[0]``."""
     return text if text == "nonzero" else json.loads(text)
@@ -135,7 +149,11 @@ def _inference_fingerprint(args: argparse.Namespace, attrs: dict) -> str:
 def _check_channels(predictor, channels: int, path) -> None:
     expected = predictor.model.settings["in_channels"]
     if channels != expected:
-        raise InputError(f"{path}: image has {channels} channel(s) but the model was trained on {expected}.")
+        raise InputError(
+            f"{path}: image has {channels} channel(s) but the model was trained on {expected}. If the file is "
+            "a stack of planes rather than channels, give its axis order (--axes ZYX for unetseg predict, "
+            "data.axes in the workflow config)."
+        )
 
 
 def cmd_stitch(args: argparse.Namespace) -> None:
@@ -149,6 +167,28 @@ def cmd_stitch(args: argparse.Namespace) -> None:
     write_mask(probs, args.output, threshold=threshold, spatial_axes=probs.attrs["spatial_axes"])
 
 
+def _check_predict_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, output names that cannot be written or that collide."""
+    from .io import is_tiff_path, is_zarr_path
+
+    checks = [("--output", args.output, "a mask: .tif, .tiff or .zarr"),
+              ("--instances", args.instances, "instance labels: .tif, .tiff or .zarr")]  # fmt: skip
+    for option, path, what in checks:
+        if path and not (is_tiff_path(path) or is_zarr_path(path)):
+            raise InputError(f"{path}: {option} must name {what}.")
+    if args.probabilities and not is_zarr_path(args.probabilities):
+        raise InputError(f"{args.probabilities}: --probabilities writes OME-Zarr; name it *.ome.zarr.")
+    named = {"--input": args.input, "--tissue-mask": args.tissue_mask, "--output": args.output,
+             "--instances": args.instances, "--probabilities": args.probabilities}  # fmt: skip
+    seen: dict[Path, str] = {}
+    for option, path in named.items():
+        if path:
+            resolved = Path(path).resolve()
+            if resolved in seen:
+                raise InputError(f"{path}: given to both {seen[resolved]} and {option}; outputs need paths of their own.")
+            seen[resolved] = option
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     import shutil
 
@@ -158,14 +198,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .preprocess import percentile_stats
     from .stitching import write_mask
 
+    _check_predict_paths(args)
     card = read_card(args.model)
     predictor = _predictor(args)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     with open_image(args.input, axes=args.axes) as source, _tissue_mask(args.tissue_mask, source) as tissue:
         _check_channels(predictor, source.shape[1], args.input)
         stats = percentile_stats(source, *card["normalization"]["percentiles"])
         spatial_zyx = (source.shape[0], *source.shape[2:])
+        _warn_small_tile(predictor)
+        output.parent.mkdir(parents=True, exist_ok=True)
         # Work in a fixed place beside the output, so that a rerun of the same command after
         # a crash finds the tiles already done; removed once every output is written.
         partial = output.with_name(f".{output.name}.partial")
@@ -173,16 +215,32 @@ def cmd_predict(args: argparse.Namespace) -> None:
         probs, ledger = predictor.resumable_output(
             partial / "probabilities.zarr", spatial_zyx, fingerprint=_inference_fingerprint(args, identity)
         )
-        predictor.predict(
-            NormalizedSource(source, stats), probs, threads=args.threads, ledger=ledger,
-            skip_constant=args.skip_empty, tissue=tissue,
-        )  # fmt: skip
-        threshold = card.get("threshold", 0.5)
-        shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
-        print(f"wrote {output} ({'x'.join(map(str, shape))})", file=sys.stderr)
-        if args.instances or args.probabilities:
-            _predict_extras(args, probs, threshold, source.spatial_axes, partial)
+        try:
+            predictor.predict(
+                NormalizedSource(source, stats), probs, threads=args.threads, ledger=ledger,
+                skip_constant=args.skip_empty, tissue=tissue,
+            )  # fmt: skip
+            threshold = card.get("threshold", 0.5)
+            shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
+            print(f"wrote {output} ({'x'.join(map(str, shape))}, threshold {threshold:.3g} from the model card)",
+                  file=sys.stderr)  # fmt: skip
+            if args.instances or args.probabilities:
+                _predict_extras(args, probs, threshold, source.spatial_axes, partial)
+        except InputError:
+            shutil.rmtree(partial, ignore_errors=True)  # a bad input: nothing to resume
+            raise
         shutil.rmtree(partial)
+
+
+def _warn_small_tile(predictor) -> None:
+    """Say so when halos cost more than the tiles themselves (e.g. --tile 8)."""
+    cost = ((predictor.tile + 2 * predictor.halo) / predictor.tile) ** 2
+    if cost > 4:
+        print(
+            f"note: tile {predictor.tile} with a halo of {predictor.halo} pixels on each side computes "
+            f"{cost:.0f}x the pixels it keeps; a --tile of 512 or more is much faster.",
+            file=sys.stderr,
+        )
 
 
 def _file_identity(path: str | None) -> list | None:
@@ -339,8 +397,9 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="trained model directory (results/<dataset>/model)")
-    parser.add_argument("--tile", type=int, default=1024, help="tile (write region) size in pixels")
-    parser.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (raise on a GPU)")
+    parser.add_argument("--tile", type=_positive_int, default=1024,
+                        help="tile (write region) size in pixels, rounded up to a multiple of 2^depth")  # fmt: skip
+    parser.add_argument("--batch-size", type=_positive_int, default=1, help="tiles per forward pass (raise on a GPU)")
     parser.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="padding beyond image borders")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
@@ -349,7 +408,8 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blend", choices=("none", "gaussian"), default="none",
                         help="none: exact overlap-tile (halo = receptive field); gaussian: weighted "
                              "average of overlapping tiles, as MONAI and nnU-Net")  # fmt: skip
-    parser.add_argument("--overlap", type=float, default=0.25, help="--blend gaussian: overlap of neighbouring tiles")
+    parser.add_argument("--overlap", type=_overlap, default=0.25,
+                        help="with --blend gaussian: fraction of a tile shared with each neighbour, below 0.5")  # fmt: skip
     parser.add_argument("--skip-empty", action="store_true",
                         help="no network pass on tiles whose input is constant (background probabilities)")  # fmt: skip
 
@@ -358,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unetseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="segment one image of any size with a trained model")
+    p = sub.add_parser("predict", help="segment one image of any size with a trained model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     _inference_options(p)
     p.add_argument("--input", required=True, help="image: .tif/.tiff or .zarr")
     p.add_argument("--output", required=True, help="mask to write: .tif/.tiff or .zarr")
@@ -487,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"unetseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"unetseg {args.command}: interrupted; finished tiles are kept: rerun the same command to resume.",
+              file=sys.stderr)  # fmt: skip
+        return 130
     except OSError as err:  # disk full, permission denied, ...: say which file and why
         where = f" {err.filename}:" if err.filename else ""
         print(

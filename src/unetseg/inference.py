@@ -31,6 +31,7 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
+from .errors import InputError
 from .model import UNet
 from .preprocess import check_finite, normalize
 from .tiling import Border, Tile, border_indices, round_up, tile_grid
@@ -93,7 +94,12 @@ class TileLedger:
 def pick_device(device: str | None = None) -> torch.device:
     """``device`` if given, else CUDA when available, else Apple MPS, else the CPU."""
     if device and device != "auto":
-        return torch.device(device)
+        chosen = torch.device(device)
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: this PyTorch has no usable CUDA device; use --device cpu or auto.")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise InputError(f"device {device!r}: Apple MPS is not available here; use --device cpu or auto.")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -494,11 +500,14 @@ class TiledPredictor:
             # torch's thread count is global: leave it as found (training validates with this).
             torch.set_num_threads(previous_threads)
         seconds = time.perf_counter() - started
-        if progress and len(finished) < z_count * len(tiles):
+        computed = z_count * len(tiles) - len(finished)
+        if progress and computed:
+            share = computed / (z_count * len(tiles))  # of the image, this run (less when resuming)
             print(
                 f"segmented {z_count} plane(s) of {height}x{width} in {len(tiles)} tile(s) each"
-                f"{f' ({skipped} skipped as empty)' if skipped else ''}, {seconds:.1f} s "
-                f"({z_count * height * width / seconds / 1e6:.2f} Mpixel/s) on {self.device}",
+                f"{f', {computed} this run' if finished else ''}"
+                f"{f' ({skipped} skipped: constant or outside the tissue mask)' if skipped else ''}, "
+                f"{seconds:.1f} s ({share * z_count * height * width / seconds / 1e6:.2f} Mpixel/s) on {self.device}",
                 file=sys.stderr,
             )
 

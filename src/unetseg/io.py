@@ -66,8 +66,9 @@ def _canonical_axes(axes: str, shape: tuple[int, ...], path: Path) -> str:
     ):
         raise InputError(
             f"{path}: cannot interpret image axes {axes!r} for shape {shape}. unetseg reads "
-            "2D (YX), 2D with channels (CYX or YXC), 3D stacks (ZYX) and ZCYX; set "
-            "'data.axes' in the config (e.g. 'CYX') to say how this file's axes are ordered."
+            "2D (YX), 2D with channels (CYX or YXC), 3D stacks (ZYX) and ZCYX; say how this file's "
+            "axes are ordered with 'data.axes' in the workflow config or --axes of unetseg predict "
+            "(e.g. 'CYX')."
         )
     return canon
 
@@ -98,7 +99,7 @@ def _open_zarr(path: Path) -> tuple[Any, str | None]:
         return node[arrays[0]], None
     raise InputError(
         f"{path}: a Zarr group without OME-NGFF 'multiscales' metadata and with "
-        f"{len(arrays)} arrays; point the sample sheet at the array itself (e.g. {path}/0)."
+        f"{len(arrays)} arrays; give the path of the array itself (e.g. {path}/0)."
     )
 
 
@@ -195,9 +196,14 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found; check the path in the sample sheet.")
+        raise InputError(f"{path}: file not found; check the path (in the sample sheet, or the command line).")
     store = None
     if is_zarr_path(path) or path.is_dir():
+        if not any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")):
+            raise InputError(
+                f"{path}: not a Zarr store (a directory without zarr.json, .zarray or .zgroup); give a TIFF "
+                "file or a Zarr store."
+            )
         array, file_axes = _open_zarr(path)
     elif is_tiff_path(path):
         array, file_axes, store = _open_tiff(path)

@@ -108,4 +108,9 @@ def test_disk_full_is_reported_and_earlier_outputs_stay(tiny_unet, tmp_path, mon
     err = capsys.readouterr().err
     assert f"{output}: No space left on device" in err and "Traceback" not in err
     assert output.read_bytes() == before  # the earlier result is intact
+    # No temporary file left; only the finished tiles, kept for the rerun.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".mask.tif.partial"]
+    monkeypatch.undo()
+    assert main(args) == 0 and "resuming" in capsys.readouterr().err
+    assert output.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

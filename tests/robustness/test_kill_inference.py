@@ -15,6 +15,18 @@ from unetseg.modelcard import save_model
 from unetseg.preprocess import preprocess_sample
 
 
+def kill_after_tiles(command: list[str], ledger, count: int) -> None:
+    """Start ``command`` and SIGKILL it once its ledger lists ``count`` finished tiles."""
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if ledger.is_dir() and len(list(ledger.iterdir())) >= count:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+
+
 def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng):
     save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
     tifffile.imwrite(tmp_path / "image.tif", rng.integers(0, 60000, (512, 640), dtype=np.uint16))
@@ -28,14 +40,7 @@ def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng
     subprocess.run(infer(tmp_path / "reference.zarr"), check=True, capture_output=True)
     output = tmp_path / "probs.zarr"
     ledger = tmp_path / ".probs.zarr.partial.tiles"
-    process = subprocess.Popen(infer(output), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if ledger.is_dir() and len(list(ledger.iterdir())) >= 20:
-            break
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
+    kill_after_tiles(infer(output), ledger, 20)
     assert not output.exists()  # the final name appears only when complete
 
     rerun = subprocess.run(infer(output), check=True, capture_output=True, text=True)
@@ -57,14 +62,7 @@ def test_killed_predict_resumes_with_the_same_command(tiny_unet, tmp_path, rng):
     subprocess.run(predict(tmp_path / "reference.tif"), check=True, capture_output=True)
     output = tmp_path / "mask.tif"
     ledger = tmp_path / ".mask.tif.partial" / "probabilities.zarr.tiles"
-    process = subprocess.Popen(predict(output), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if ledger.is_dir() and len(list(ledger.iterdir())) >= 20:
-            break
-        time.sleep(0.01)
-    process.kill()
-    process.wait()
+    kill_after_tiles(predict(output), ledger, 20)
     assert not output.exists()
 
     rerun = subprocess.run(predict(output), check=True, capture_output=True, text=True)

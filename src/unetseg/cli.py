@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .errors import InputError
@@ -252,33 +252,29 @@ def _file_identity(path: str | None) -> list | None:
 
 
 def _predict_extras(args: argparse.Namespace, probs, threshold: float, spatial_axes: str, scratch: Path) -> None:
-    """Instance labels and the OME-Zarr pyramid, from the probabilities; temporary arrays
-    go to ``scratch``."""
+    """Instance labels and the OME-Zarr pyramid, from the probabilities; the mask they
+    start from goes to ``scratch`` as Zarr."""
     import zarr
 
     from .components import label_components
+    from .io import open_image
     from .ngff import write_ome_zarr
     from .stitching import write_mask
 
     write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes)
     mask = zarr.open_array(scratch / "mask.zarr", mode="r")
-    instances = None
     if args.instances:
         count = label_components(mask, args.instances, spatial_axes=spatial_axes)
         print(f"wrote {args.instances} ({count} objects)", file=sys.stderr)
-        if args.probabilities:  # the same labels, read back as Zarr for the OME-Zarr labels
-            if Path(args.instances).suffix.lower() == ".zarr":
-                instances = zarr.open_array(args.instances, mode="r")
-            else:
-                label_components(mask, scratch / "instances.zarr", spatial_axes=spatial_axes)
-                instances = zarr.open_array(scratch / "instances.zarr", mode="r")
     if args.probabilities:
-        write_ome_zarr(
-            args.probabilities, probabilities=probs, mask=mask, instances=instances, spatial_axes=spatial_axes,
-            dtype=args.probabilities_dtype,
-        )  # fmt: skip
+        # The instances just written are read back for the labels, not labelled again.
+        with open_image(args.instances) if args.instances else nullcontext() as instances:
+            write_ome_zarr(
+                args.probabilities, probabilities=probs, mask=mask, spatial_axes=spatial_axes,
+                instances=None if instances is None else instances.array, dtype=args.probabilities_dtype,
+            )  # fmt: skip
         print(f"wrote {args.probabilities} (OME-Zarr: probabilities, labels/mask"
-              f"{', labels/instances' if instances is not None else ''})", file=sys.stderr)  # fmt: skip
+              f"{', labels/instances' if args.instances else ''})", file=sys.stderr)  # fmt: skip
 
 
 @contextmanager
@@ -314,13 +310,11 @@ def cmd_ome_zarr(args: argparse.Namespace) -> None:
     from .ngff import write_ome_zarr
 
     probs = zarr.open_array(args.probabilities, mode="r")
-    with open_image(args.mask) as mask:
-        if args.instances:
-            with open_image(args.instances) as instances:
-                write_ome_zarr(args.output, probabilities=probs, mask=mask.array, instances=instances.array,
-                               spatial_axes=mask.spatial_axes, dtype=args.dtype)  # fmt: skip
-        else:
-            write_ome_zarr(args.output, probabilities=probs, mask=mask.array, spatial_axes=mask.spatial_axes, dtype=args.dtype)
+    with open_image(args.mask) as mask, open_image(args.instances) if args.instances else nullcontext() as instances:
+        write_ome_zarr(
+            args.output, probabilities=probs, mask=mask.array, instances=None if instances is None else instances.array,
+            spatial_axes=mask.spatial_axes, dtype=args.dtype,
+        )  # fmt: skip
     print(f"wrote {args.output}", file=sys.stderr)
 
 

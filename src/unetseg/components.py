@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,16 @@ import dask
 import dask.array as da
 import numpy as np
 import scipy.ndimage as ndi
-import tifffile
 import zarr
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from .errors import InputError
-from .io import atomic_path, is_tiff_path, is_zarr_path
+from .io import TIFF_TILE, atomic_path, is_tiff_path, is_zarr_path, write_tiled_tiff
 
 __all__ = ["DEFAULT_CHUNK", "label_components"]
 
 DEFAULT_CHUNK = {"YX": 1024, "ZYX": 256}  # edge of a labelling block, per spatial axis
-TIFF_TILE = 256  # TIFF tiles must be multiples of 16
 MAX_LABELS = np.iinfo(np.int32).max  # scipy labels blocks and components in int32
 
 
@@ -135,18 +132,6 @@ def _relabel(
     return lookup[labels]
 
 
-def _tiles(labels: Any, tile: int) -> Iterator[np.ndarray]:
-    """TIFF tiles of a ``(Z, Y, X)`` array, plane by plane, row-major, zero-padded."""
-    z_count, height, width = labels.shape
-    for z in range(z_count):
-        for y in range(0, height, tile):
-            for x in range(0, width, tile):
-                block = np.asarray(labels[z, y : y + tile, x : x + tile])
-                padded = np.zeros((tile, tile), dtype=labels.dtype)
-                padded[: block.shape[0], : block.shape[1]] = block
-                yield padded
-
-
 def _write_tiff(labels: da.Array, tmp: Path, output: Path, spatial_axes: str) -> None:
     """Write via a scratch Zarr array in TIFF tiles, so no tile is labelled twice."""
     stack = labels if labels.ndim == 3 else labels[np.newaxis]
@@ -156,11 +141,7 @@ def _write_tiff(labels: da.Array, tmp: Path, output: Path, spatial_axes: str) ->
             chunks=(1, TIFF_TILE, TIFF_TILE),
         )  # fmt: skip
         da.store(stack.rechunk(tiles.chunks), tiles, lock=False)
-        tifffile.imwrite(
-            tmp, _tiles(tiles, TIFF_TILE), shape=labels.shape, dtype=labels.dtype,
-            tile=(TIFF_TILE, TIFF_TILE), bigtiff=labels.nbytes > 2**31 - 2**25,
-            compression="zlib", photometric="minisblack", metadata={"axes": spatial_axes},
-        )  # fmt: skip
+        write_tiled_tiff(tmp, lambda z, rows, columns: tiles[z, rows, columns], labels.shape, labels.dtype, spatial_axes)
 
 
 def label_components(

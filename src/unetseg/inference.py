@@ -13,6 +13,7 @@ centres. It needs less context per tile than the receptive field but is not exac
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import dask
 import numpy as np
@@ -36,7 +37,7 @@ from .model import UNet
 from .preprocess import check_finite, normalize
 from .tiling import Border, Tile, border_indices, round_up, tile_grid
 
-Blend = str  # "none" or "gaussian"
+Blend = Literal["none", "gaussian"]
 
 __all__ = [
     "PlaneSource",
@@ -136,6 +137,18 @@ def dask_client(scheduler: str | None, *, workers: int = 2) -> Iterator[Any]:
 def _call(predictor: TiledPredictor, method: str, *args: Any) -> Any:
     """A predictor method as a Dask task (module level, so that it pickles by reference)."""
     return getattr(predictor, method)(*args)
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_weights(shape: tuple[int, ...]) -> np.ndarray:
+    weights = np.ones(shape, dtype=np.float32)
+    for axis, n in enumerate(shape):
+        centre, sigma = (n - 1) / 2, n / 8
+        profile = np.exp(-((np.arange(n) - centre) ** 2) / (2 * sigma**2)).astype(np.float32)
+        weights *= profile.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    weights = np.maximum(weights, 1e-6)
+    weights.flags.writeable = False
+    return weights
 
 
 @dataclass(frozen=True)
@@ -299,7 +312,7 @@ class TiledPredictor:
         """Read windows of ``tiles``; which ones can be skipped (no tissue, or constant)."""
         windows, skipped = [], []
         for tile in tiles:
-            if skip.tissue is not None and not skip.has_tissue(z, self._output_window(tile, source.shape[2:])):
+            if not skip.has_tissue(z, self._output_window(tile, source.shape[2:])):
                 skipped.append(True)
                 continue
             window = read_window(source, z, tile.read, self.border)
@@ -337,14 +350,13 @@ class TiledPredictor:
                 ledger.mark(z, index)
         return len(tiles), sum(p is None for p in probs)
 
-    def gaussian_weights(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Blending weights of a tile output: a Gaussian with sigma 1/8 of each side, peak 1."""
-        weights = np.ones(shape, dtype=np.float32)
-        for axis, n in enumerate(shape):
-            centre, sigma = (n - 1) / 2, n / 8
-            profile = np.exp(-((np.arange(n) - centre) ** 2) / (2 * sigma**2)).astype(np.float32)
-            weights *= profile.reshape([-1 if a == axis else 1 for a in range(len(shape))])
-        return np.maximum(weights, 1e-6)
+    @staticmethod
+    def gaussian_weights(shape: tuple[int, ...]) -> np.ndarray:
+        """Blending weights of a tile output: a Gaussian with sigma 1/8 of each side, peak 1.
+
+        Computed once per shape (every tile of a grid has the same); read-only.
+        """
+        return _gaussian_weights(tuple(int(n) for n in shape))
 
     def _blend_chunk(
         self, out: Any, z: int, index: int, tile: Tile, ledger: TileLedger | None, *neighbours: tuple[Tile, Any]
@@ -356,18 +368,17 @@ class TiledPredictor:
         total = np.zeros((self.classes, *shape), dtype=np.float32)
         weight = np.zeros(shape, dtype=np.float32)
         for other, prob in neighbours:
+            if prob is None:  # a skipped tile does not take part in the mean
+                continue
             origin = [start + self.margin for start, _ in other.read]  # of its output window
-            size = [stop - start - 2 * self.margin for start, stop in other.read] if prob is None else prob.shape[1:]
             src, dst = [], []
             for axis, region in enumerate(tile.write):
-                low, high = max(region.start, origin[axis]), min(region.stop, origin[axis] + size[axis])
+                low, high = max(region.start, origin[axis]), min(region.stop, origin[axis] + prob.shape[1 + axis])
                 src.append(slice(low - origin[axis], high - origin[axis]))
                 dst.append(slice(low - region.start, high - region.start))
             if any(s.stop <= s.start for s in src):
                 continue
-            if prob is None:  # a skipped tile does not take part in the mean
-                continue
-            w = self.gaussian_weights(tuple(size))[tuple(src)]
+            w = self.gaussian_weights(prob.shape[1:])[tuple(src)]
             total[(slice(None), *dst)] += prob[(slice(None), *src)] * w
             weight[tuple(dst)] += w
         covered = weight > 0  # pixels no computed tile covers are background

@@ -8,20 +8,17 @@ Zarr array, without holding the image in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 import zarr
 
-from .io import atomic_path, is_tiff_path, is_zarr_path
+from .io import TIFF_TILE, atomic_path, is_tiff_path, is_zarr_path, write_tiled_tiff
 
 __all__ = ["FOREGROUND", "probabilities_to_labels", "write_mask"]
 
 FOREGROUND = 255  # value of foreground pixels in binary masks: visible in any viewer
-TIFF_TILE = 256  # TIFF tiles must be multiples of 16
 
 
 def probabilities_to_labels(probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -32,17 +29,6 @@ def probabilities_to_labels(probs: np.ndarray, threshold: float) -> np.ndarray:
     if probs.shape[0] == 1:
         return np.where(probs[0] >= threshold, FOREGROUND, 0).astype(np.uint8)
     return probs.argmax(axis=0).astype(np.uint8)
-
-
-def _tiles(probs: Any, threshold: float, tile: int) -> Iterator[np.ndarray]:
-    z_count, _, height, width = probs.shape
-    for z in range(z_count):
-        for y in range(0, height, tile):
-            for x in range(0, width, tile):
-                block = probabilities_to_labels(np.asarray(probs[z, :, y : y + tile, x : x + tile]), threshold)
-                padded = np.zeros((tile, tile), dtype=np.uint8)
-                padded[: block.shape[0], : block.shape[1]] = block
-                yield padded
 
 
 def write_mask(
@@ -77,11 +63,11 @@ def write_mask(
     output = Path(output)
     with atomic_path(output) as tmp:
         if is_tiff_path(output):
-            tifffile.imwrite(
-                tmp, _tiles(probabilities, threshold, TIFF_TILE), shape=shape, dtype=np.uint8,
-                tile=(TIFF_TILE, TIFF_TILE), bigtiff=np.prod(shape) > 2**31 - 2**25,
-                compression="zlib", photometric="minisblack", metadata={"axes": spatial_axes},
-            )  # fmt: skip
+
+            def block(z: int, rows: slice, columns: slice) -> np.ndarray:
+                return probabilities_to_labels(np.asarray(probabilities[z, :, rows, columns]), threshold)
+
+            write_tiled_tiff(tmp, block, shape, np.uint8, spatial_axes)
         elif is_zarr_path(output):
             rows_per_block = probabilities.chunks[2] if hasattr(probabilities, "chunks") else TIFF_TILE
             chunks = (min(rows_per_block, height), min(TIFF_TILE * 4, width))

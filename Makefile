@@ -21,10 +21,14 @@ demo: $(STAMP)
 	$(BIN)/snakemake --report results/demo/report.html
 	@echo "Done: results/demo/evaluation/summary.json, results/demo/masks/, results/demo/report.html"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
 
+# Python (ruff), Snakefiles (snakefmt) and the workflow (snakemake --lint); `make test` runs it.
 lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 clean:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg.demo import write_demo_dataset
-from unetseg.model import UNet
-from unetseg.patches import write_patches
-from unetseg.preprocess import preprocess_sample
+from unetseg.data.demo import write_demo_dataset
+from unetseg.data.patches import write_patches
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.nn.model import UNet
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg.augment import AugmentConfig, augment_batch, elastic_grid
-from unetseg.patches import ForegroundSampler
+from unetseg.data.augment import AugmentConfig, augment_batch, elastic_grid
+from unetseg.data.patches import ForegroundSampler
 
 
 def test_zero_displacement_is_the_identity():

@@ -11,9 +11,9 @@ import tifffile
 import zarr
 
 from unetseg.cli import main
-from unetseg.inference import TiledPredictor
-from unetseg.modelcard import save_model
-from unetseg.preprocess import normalize
+from unetseg.data.normalize import normalize
+from unetseg.inference.predictor import TiledPredictor
+from unetseg.nn.modelcard import save_model
 
 
 @pytest.fixture
@@ -61,7 +61,17 @@ def test_errors_are_one_line_with_exit_status_2(model_dir, tmp_path, capsys):
     directory, _ = model_dir
     rgb = np.zeros((20, 20, 3), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
-    status = main(["predict", "--model", str(directory), "--input", str(tmp_path / "rgb.tif"), "--output", str(tmp_path / "o.tif")])
+    status = main(
+        [
+            "predict",
+            "--model",
+            str(directory),
+            "--input",
+            str(tmp_path / "rgb.tif"),
+            "--output",
+            str(tmp_path / "o.tif"),
+        ]
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert "rgb.tif: image has 3 channel(s) but the model was trained on 1" in err and "Traceback" not in err
@@ -77,7 +87,7 @@ def test_console_script_and_module_entry_point():
 def test_predict_writes_instances_and_an_ome_zarr_pyramid(model_dir, tmp_path, rng):
     from skimage.measure import label
 
-    from unetseg.io import open_image
+    from unetseg.io.images import open_image
 
     _, model = model_dir
     image = rng.integers(0, 4000, (300, 270), dtype=np.uint16)
@@ -87,7 +97,9 @@ def test_predict_writes_instances_and_an_ome_zarr_pyramid(model_dir, tmp_path, r
     # A threshold that leaves many separate objects, some across tile and chunk borders.
     threshold = float(np.quantile(probs, 0.8))
     directory = tmp_path / "model80"
-    save_model(model, directory, {"normalization": {"method": "percentile", "percentiles": [0, 100]}, "threshold": threshold})
+    save_model(
+        model, directory, {"normalization": {"method": "percentile", "percentiles": [0, 100]}, "threshold": threshold}
+    )
     out = tmp_path / "out"
     assert main(["predict", "--model", str(directory), "--input", str(tmp_path / "in.tif"), "--output",
                  str(out / "mask.tif"), "--tile", "64", "--instances", str(out / "instances.tif"),
@@ -129,16 +141,21 @@ def test_predict_with_a_tissue_mask_segments_only_tissue(model_dir, tmp_path, rn
 
 
 def test_predict_refuses_bad_or_colliding_paths_before_any_work(model_dir, tmp_path, rng, capsys, monkeypatch):
-    import unetseg.inference
+    import unetseg.inference.predictor
 
     directory, _ = model_dir
     image = tmp_path / "in.tif"
     tifffile.imwrite(image, rng.integers(0, 4000, (40, 40), dtype=np.uint16))
     original = image.read_bytes()
-    monkeypatch.setattr(unetseg.inference.TiledPredictor, "predict", lambda *a, **k: pytest.fail("inference ran"))
+    monkeypatch.setattr(
+        unetseg.inference.predictor.TiledPredictor, "predict", lambda *a, **k: pytest.fail("inference ran")
+    )
     cases = [
         (["--output", str(image)], "given to both --input and --output"),
-        (["--output", str(tmp_path / "m.tif"), "--instances", str(tmp_path / "m.tif")], "given to both --output and --instances"),
+        (
+            ["--output", str(tmp_path / "m.tif"), "--instances", str(tmp_path / "m.tif")],
+            "given to both --output and --instances",
+        ),
         (["--output", str(tmp_path / "m.png")], "--output must name a mask"),
         (["--output", str(tmp_path / "m.tif"), "--instances", str(tmp_path / "i.png")], "--instances must name"),
         (["--output", str(tmp_path / "m.tif"), "--probabilities", str(tmp_path / "p.tif")], "name it *.ome.zarr"),
@@ -175,7 +192,7 @@ def test_unavailable_device_is_an_input_error():
     import torch
 
     from unetseg.errors import InputError
-    from unetseg.inference import pick_device
+    from unetseg.nn.device import pick_device
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

@@ -10,10 +10,10 @@ import zarr
 from scipy import ndimage as ndi
 from skimage.measure import label
 
-import unetseg.components as components
-from unetseg.components import label_components
+import unetseg.objects.components as components
 from unetseg.errors import InputError
-from unetseg.io import open_image
+from unetseg.io.images import open_image
+from unetseg.objects.components import label_components
 
 
 def blobs(rng, shape, fraction=0.45, sigma=1.5):

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from unetseg import demo
-from unetseg.demo import demo_sample_sheet, synthetic_nuclei, write_demo_dataset
+from unetseg.data import demo
+from unetseg.data.demo import demo_sample_sheet, synthetic_nuclei, write_demo_dataset
 
 SMALL = dict(n_train=2, n_val=1, n_test=1, n_predict=1)
 

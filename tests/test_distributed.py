@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import zarr
 
-from unetseg.inference import TiledPredictor, dask_client
-from unetseg.io import ImageSource
+from unetseg.inference.predictor import TiledPredictor
+from unetseg.inference.scheduler import dask_client
+from unetseg.io.images import ImageSource
 
 pytest.importorskip("distributed")
 

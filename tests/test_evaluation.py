@@ -13,11 +13,12 @@ import tifffile
 from skimage.draw import disk
 
 from unetseg.cli import main
-from unetseg.evaluation import METRICS, aggregate, evaluate, evaluate_sample, metrics_table, write_evaluation
-from unetseg.instances import instance_scores, label_objects, match_instances
-from unetseg.metrics import dice, hausdorff95, iou
-from unetseg.preprocess import preprocess_sample
-from unetseg.regions import region_scores
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.evaluation.evaluate import METRICS, aggregate, evaluate, evaluate_sample, metrics_table, write_evaluation
+from unetseg.evaluation.matching import instance_scores, match_instances
+from unetseg.evaluation.metrics import dice, hausdorff95, iou
+from unetseg.evaluation.regions import region_scores
+from unetseg.objects.labels import label_objects
 
 
 def _nuclei(shape=(64, 64), centers=((20, 20), (20, 35), (45, 30)), radius=8) -> np.ndarray:
@@ -64,14 +65,6 @@ def test_binary_truth_and_listed_foreground_use_components(tmp_path) -> None:
     row = evaluate_sample(pre, mask, foreground=[7])
     assert row["dice"] == 1.0 and row["n_true_objects"] == row["n_pred_objects"] == 2  # touching disks merged
     assert row["ap_95"] == 1.0 and row["instance_ids"] is False  # listed foreground values are classes, not ids
-
-
-def test_missing_original_mask_falls_back_to_components(tmp_path) -> None:
-    truth = _nuclei()
-    pre, mask = _sample(tmp_path, "c", truth, truth > 0)
-    (tmp_path / "c_mask.tif").unlink()
-    row = evaluate_sample(pre, mask)
-    assert row["instance_ids"] is False and row["n_true_objects"] == 2 and row["dice"] == 1.0
 
 
 def test_stack_is_scored_plane_by_plane(tmp_path) -> None:
@@ -160,9 +153,14 @@ def test_cli_evaluate_writes_every_output(tmp_path) -> None:
     assert "<table" in out["html"].read_text() and json.loads(out["json"].read_text())["n_images"] == 3
 
 
-def test_changed_original_mask_is_not_trusted_for_ids(tmp_path) -> None:
+def test_ids_stored_at_preprocessing_are_used_after_the_original_mask_changes(tmp_path) -> None:
+    # Only preprocessing reads the raw mask: the evaluation keeps the ids it stored, whether
+    # the original file is edited or deleted afterwards.
     truth = _nuclei()
     pre, mask = _sample(tmp_path, "d", truth, truth > 0)
-    tifffile.imwrite(tmp_path / "d_mask.tif", np.roll(truth, 5, axis=0))  # edited after preprocessing
-    row = evaluate_sample(pre, mask)
-    assert row["instance_ids"] is False and row["dice"] == 1.0 and row["ap_95"] == 1.0
+    before = evaluate_sample(pre, mask)
+    tifffile.imwrite(tmp_path / "d_mask.tif", np.roll(truth, 5, axis=0))
+    assert evaluate_sample(pre, mask) == before
+    (tmp_path / "d_mask.tif").unlink()
+    assert evaluate_sample(pre, mask) == before
+    assert before["instance_ids"] is True and before["n_true_objects"] == 3 and before["dice"] == 1.0

@@ -10,12 +10,12 @@ import pytest
 import tifffile
 from skimage.draw import disk
 
-from unetseg import figures
 from unetseg.cli import main
-from unetseg.evaluation import evaluate, write_evaluation
-from unetseg.modelcard import save_model
-from unetseg.preprocess import preprocess_sample
-from unetseg.report_pages import data_page, metrics_page, model_card_page
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.evaluation.evaluate import evaluate, write_evaluation
+from unetseg.nn.modelcard import save_model
+from unetseg.report import figures
+from unetseg.report.pages import data_page, metrics_page
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import zarr
 
-from unetseg.inference import NormalizedSource, TiledPredictor
-from unetseg.io import ImageSource
+from unetseg.data.normalize import NormalizedSource
+from unetseg.inference.predictor import TiledPredictor
+from unetseg.io.images import ImageSource
 
 
 def tiled(predictor, image, **kwargs):
@@ -95,7 +96,7 @@ def test_predict_leaves_torch_threads_as_found(tiny_unet, rng):
 def blended_reference(predictor, image, skip_constant=False):
     """Gaussian blending written out over the whole canvas: every tile's full output,
     weighted, summed where it lands, divided by the summed weights."""
-    from unetseg.inference import read_window
+    from unetseg.io.windows import read_window
 
     source = ImageSource(image, "CYX")
     _, height, width = image.shape
@@ -126,7 +127,9 @@ def blended_reference(predictor, image, skip_constant=False):
         ({"padding": "valid", "out_channels": 3}, 16, 0.3, (45, 50)),
     ],
 )
-def test_gaussian_blending_equals_the_weighted_mean_of_overlapping_tiles(tiny_unet, rng, settings, tile, overlap, shape):
+def test_gaussian_blending_equals_the_weighted_mean_of_overlapping_tiles(
+    tiny_unet, rng, settings, tile, overlap, shape
+):
     predictor = TiledPredictor(tiny_unet(**settings), tile=tile, batch_size=3, blend="gaussian", overlap=overlap)
     assert predictor.halo - predictor.margin == predictor.context > 0
     image = rng.random((1, *shape)).astype(np.float32)
@@ -192,7 +195,7 @@ def test_tiles_outside_the_tissue_mask_are_skipped(tiny_unet, rng, monkeypatch):
 
 
 def test_blending_resumes_from_its_ledger(tiny_unet, rng, tmp_path, monkeypatch):
-    from unetseg.inference import TileLedger
+    from unetseg.inference.ledger import TileLedger
 
     predictor = TiledPredictor(tiny_unet(), tile=16, blend="gaussian")
     image = rng.random((1, 1, 50, 50)).astype(np.float32)

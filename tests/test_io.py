@@ -8,7 +8,8 @@ import tifffile
 import zarr
 
 from unetseg.errors import InputError
-from unetseg.io import atomic_path, open_image, read_mask
+from unetseg.io.files import atomic_path
+from unetseg.io.images import open_image, read_mask
 
 
 def test_2d_tiff(tmp_path, rng):

@@ -11,16 +11,8 @@ from scipy import sparse
 from scipy.spatial.distance import cdist
 from skimage.draw import disk
 
-from unetseg.instances import (
-    THRESHOLDS,
-    InstanceCounts,
-    instance_scores,
-    label_objects,
-    match_instances,
-    match_pairs,
-    true_instances,
-)
-from unetseg.metrics import (
+from unetseg.evaluation.matching import THRESHOLDS, InstanceCounts, instance_scores, match_instances, match_pairs
+from unetseg.evaluation.metrics import (
     DistanceTally,
     class_scores_from_counts,
     confusion_counts,
@@ -31,7 +23,8 @@ from unetseg.metrics import (
     pixel_error,
     surface_distances,
 )
-from unetseg.regions import boundary_regions, region_scores, region_scores_from_table, region_table
+from unetseg.evaluation.regions import boundary_regions, region_scores, region_scores_from_table, region_table
+from unetseg.objects.labels import label_objects, true_instances
 
 
 def _squares() -> tuple[np.ndarray, np.ndarray]:

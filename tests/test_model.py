@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetseg.model import UNet
+from unetseg.nn.model import UNet
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from unetseg.demo import write_demo_dataset
+from unetseg.data.demo import write_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Label, Reader
 
-import unetseg.ngff as ngff
+import unetseg.io.ngff as ngff
 from unetseg.errors import InputError
-from unetseg.io import open_image
-from unetseg.ngff import pyramid_shapes, write_ome_zarr
+from unetseg.io.images import open_image
+from unetseg.io.ngff import pyramid_shapes, write_ome_zarr
 
 
 def nodes(path):

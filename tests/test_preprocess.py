@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 
+from unetseg.data.masks import foreground_mask
+from unetseg.data.normalize import normalize, percentile_stats
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.data.sample import open_preprocessed
 from unetseg.errors import InputError
-from unetseg.io import ImageSource
-from unetseg.preprocess import foreground_mask, normalize, open_preprocessed, percentile_stats, preprocess_sample
+from unetseg.io.images import ImageSource
 
 
 def test_percentile_stats_per_channel(rng):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from unetseg.data.samples import check_sample_sheet, read_sample_sheet
 from unetseg.errors import InputError
-from unetseg.samples import check_sample_sheet, read_sample_sheet
 
 
 def sheet(*rows):

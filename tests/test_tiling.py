@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unetseg.inference import read_window
-from unetseg.io import ImageSource
-from unetseg.tiling import border_indices, n_tiles, tile_grid, tile_size_for
+from unetseg.inference.tiling import border_indices, n_tiles, tile_grid, tile_size_for
+from unetseg.io.images import ImageSource
+from unetseg.io.windows import read_window
 
 SHAPES = [(1, 1), (5, 3), (16, 16), (17, 33), (64, 64), (100, 7), (129, 255), (300, 41)]
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import unetseg
+from unetseg.data.augment import augment
+from unetseg.data.patches import PatchDataset, patch_origins
 from unetseg.errors import InputError
-from unetseg.losses import SegmentationLoss, soft_dice_loss
-from unetseg.modelcard import read_card
-from unetseg.patches import PatchDataset, augment, patch_origins
-from unetseg.training import train_model
+from unetseg.nn.losses import SegmentationLoss, soft_dice_loss
+from unetseg.nn.modelcard import read_card
+from unetseg.training.trainer import train_model
 
 MODEL = {"depth": 2, "base_channels": 4}
 TRAIN = {"epochs": 2, "batch_size": 4, "max_minutes": 5, "seed": 3}
@@ -72,13 +73,20 @@ def test_train_save_reload_and_reproduce(patches, tmp_path):
 
 def test_training_learns_on_the_demo_patches(patches, tmp_path):
     settings = {**TRAIN, "epochs": 12, "learning_rate": 3e-3}
-    summary = train_model(patches, tmp_path / "m", model_settings={"depth": 2, "base_channels": 8}, train_settings=settings)
+    summary = train_model(
+        patches, tmp_path / "m", model_settings={"depth": 2, "base_channels": 8}, train_settings=settings
+    )
     assert summary["best_val_dice"] > 0.7
 
 
 def test_patch_size_off_the_grid_is_refused(patches, tmp_path):
     with pytest.raises(InputError, match="tile.patch_size"):
-        train_model(patches, tmp_path / "m", model_settings={"depth": 3, "base_channels": 2, "padding": "valid"}, train_settings=TRAIN)
+        train_model(
+            patches,
+            tmp_path / "m",
+            model_settings={"depth": 3, "base_channels": 2, "padding": "valid"},
+            train_settings=TRAIN,
+        )
 
 
 def test_unknown_settings_are_refused(patches, tmp_path):
@@ -99,7 +107,7 @@ def test_provenance_records_checksums_and_commit(tmp_path):
     import hashlib
     import subprocess
 
-    from unetseg.provenance import collect_provenance, sha256_path
+    from unetseg.report.provenance import collect_provenance, sha256_path
 
     (tmp_path / "a.tif").write_bytes(b"image bytes")
     (tmp_path / "store.zarr").mkdir()
@@ -119,9 +127,9 @@ def test_provenance_records_checksums_and_commit(tmp_path):
 
 def one_train_one_val(tmp_path, **patch_options):
     """A patch store of one 64x64 demo training image and one validation image."""
-    from unetseg.demo import write_demo_dataset
-    from unetseg.patches import write_patches
-    from unetseg.preprocess import preprocess_sample
+    from unetseg.data.demo import write_demo_dataset
+    from unetseg.data.patches import write_patches
+    from unetseg.data.preprocess import preprocess_sample
 
     write_demo_dataset(tmp_path / "data", shape=(64, 64), n_train=1, n_val=1, n_test=0, n_predict=0)
     pre = {}
@@ -180,9 +188,10 @@ def test_time_budget_stops_training_and_says_so(patches, tmp_path):
 
 
 def test_valid_padding_patches_tile_the_image_with_mirrored_context(tmp_path):
-    from unetseg.patches import write_patches
-    from unetseg.preprocess import preprocess_sample
     import tifffile
+
+    from unetseg.data.patches import write_patches
+    from unetseg.data.preprocess import preprocess_sample
 
     image = np.arange(40 * 40, dtype=np.uint16).reshape(40, 40)
     tifffile.imwrite(tmp_path / "img.tif", image)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from unetseg.inference import TiledPredictor
-from unetseg.metrics import dice
-from unetseg.preprocess import preprocess_sample
-from unetseg.validation import BINS, WholeImageValidator, best_threshold, dice_at_thresholds
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.evaluation.metrics import dice
+from unetseg.inference.predictor import TiledPredictor
+from unetseg.training.validation import BINS, WholeImageValidator, best_threshold, dice_at_thresholds
 
 
 def test_dice_at_thresholds_hand_case():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from unetseg.weights import border_weights, class_balance_weights, unet_weight_map
+from unetseg.nn.weights import border_weights, class_balance_weights, unet_weight_map
 
 
 def two_cells(gap: int) -> np.ndarray:

@@ -17,10 +17,10 @@ import tifffile
 import yaml
 import zarr
 
-from unetseg.demo import write_demo_dataset
-from unetseg.io import open_image
-from unetseg.metrics import dice, iou
-from unetseg.preprocess import foreground_mask
+from unetseg.data.demo import write_demo_dataset
+from unetseg.data.masks import foreground_mask
+from unetseg.evaluation.metrics import dice, iou
+from unetseg.io.images import open_image
 
 REPO = Path(__file__).resolve().parents[1]
 

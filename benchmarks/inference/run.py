@@ -57,7 +57,7 @@ def make_image(path: Path, size: int, seed: int = 0) -> Path:
     """
     import tifffile
 
-    from unetseg.demo import synthetic_nuclei
+    from unetseg.data.demo import synthetic_nuclei
 
     if path.exists():
         return path
@@ -85,8 +85,8 @@ def make_small_model(directory: Path, like: Path) -> Path:
     """An untrained U-Net with 4 base channels, same depth and card as ``like``."""
     import torch
 
-    from unetseg.model import UNet
-    from unetseg.modelcard import read_card, save_model
+    from unetseg.nn.model import UNet
+    from unetseg.nn.modelcard import read_card, save_model
 
     if directory.exists():
         return directory
@@ -105,9 +105,9 @@ def make_small_model(directory: Path, like: Path) -> Path:
 
 def load_normalized(model_dir: str, image: str) -> np.ndarray:
     """The whole image, normalised as the model's card says: ``(C, Y, X)`` float32."""
-    from unetseg.io import open_image
-    from unetseg.modelcard import read_card
-    from unetseg.preprocess import normalize, percentile_stats
+    from unetseg.data.normalize import normalize, percentile_stats
+    from unetseg.io.images import open_image
+    from unetseg.nn.modelcard import read_card
 
     card = read_card(model_dir)
     with open_image(image) as source:
@@ -117,8 +117,8 @@ def load_normalized(model_dir: str, image: str) -> np.ndarray:
 
 def child_whole(args: argparse.Namespace) -> dict:
     """(a) one forward pass over the whole padded image."""
-    from unetseg.inference import TiledPredictor
-    from unetseg.modelcard import load_model
+    from unetseg.inference.predictor import TiledPredictor
+    from unetseg.nn.modelcard import load_model
 
     image = load_normalized(args.model, args.image)
     predictor = TiledPredictor(load_model(args.model), tile=args.tile, device="cpu")
@@ -134,7 +134,7 @@ def child_monai(args: argparse.Namespace) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from unetseg.modelcard import load_model
+    from unetseg.nn.modelcard import load_model
 
     model = load_model(args.model)
     image = torch.from_numpy(load_normalized(args.model, args.image))[None]
@@ -206,7 +206,7 @@ def compare(a: Path, other: Path | str, border: int = 64) -> dict:
     """How far a probability map is from (a): largest absolute difference over the whole
     image and away from its borders, mean absolute difference, share of mask pixels that
     differ at threshold 0.5 (first class, first plane)."""
-    from unetseg.io import open_image
+    from unetseg.io.images import open_image
 
     ref = np.load(a)[0]
     if str(other).endswith(".npy"):
@@ -280,7 +280,9 @@ def report(results: dict, first: int) -> None:
     runs = results["runs"]
     print(f"\n{first}x{first}, model {results['model']}, tile {results['tile']}, "
           f"{results['threads']} threads ({results['cpu_count']} cores)\n")  # fmt: skip
-    print("| run | time (s) | Mpixel/s | peak RSS (MiB) | max abs diff vs (a) | same, 64 px from the border | mean abs diff | mask pixels differing |")
+    print(
+        "| run | time (s) | Mpixel/s | peak RSS (MiB) | max abs diff vs (a) | same, 64 px from the border | mean abs diff | mask pixels differing |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     names = {"a": "(a) whole-image forward (forward only)", "b": "(b) unetseg predict (whole command)",
              "c": "(c) MONAI sliding_window_inference (inference only)"}  # fmt: skip
@@ -296,7 +298,9 @@ def report(results: dict, first: int) -> None:
     print(f"ratio (b)/(a) throughput: {runs['b']['mpix_s'] / runs['a']['mpix_s']:.2f}")
     if "c" in runs:
         print(f"ratio (b)/(c) throughput: {runs['b']['mpix_s'] / runs['c']['mpix_s']:.2f}")
-    print("\n| image | model | unetseg predict time (s) | Mpixel/s (whole command) | Mpixel/s (inference) | peak RSS (MiB) |")
+    print(
+        "\n| image | model | unetseg predict time (s) | Mpixel/s (whole command) | Mpixel/s (inference) | peak RSS (MiB) |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for key, run in runs.items():
         if key == "b" or key.startswith("b_"):

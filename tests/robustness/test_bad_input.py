@@ -11,11 +11,11 @@ import tifffile
 import yaml
 
 from unetseg.cli import main
-from unetseg.configcheck import check_config, config_errors
+from unetseg.data.patches import write_patches
+from unetseg.data.preprocess import preprocess_sample
 from unetseg.errors import InputError
-from unetseg.modelcard import save_model
-from unetseg.patches import write_patches
-from unetseg.preprocess import preprocess_sample
+from unetseg.nn.modelcard import save_model
+from unetseg.workflow.config import check_config, config_errors
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -67,12 +67,16 @@ def test_probability_masks_are_refused(tmp_path):
 
 def test_samples_with_different_channel_counts_are_refused(tmp_path):
     one = write(tmp_path / "one.tif", np.zeros((32, 32), np.uint8))
-    two = write(tmp_path / "two.tif", np.zeros((2, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "CYX"})
+    two = write(
+        tmp_path / "two.tif", np.zeros((2, 32, 32), np.uint8), photometric="minisblack", metadata={"axes": "CYX"}
+    )
     mask = write(tmp_path / "mask.tif", np.ones((32, 32), np.uint8))
     preprocess_sample("one", one, tmp_path / "one.zarr", mask_path=mask)
     preprocess_sample("two", two, tmp_path / "two.zarr", mask_path=mask, axes="CYX")
     with pytest.raises(InputError, match=r"1 channel\(s\) in 'one', 2 channel\(s\) in 'two'"):
-        write_patches(tmp_path / "p.zarr", {"train": [tmp_path / "one.zarr"], "val": [tmp_path / "two.zarr"]}, patch_size=16)
+        write_patches(
+            tmp_path / "p.zarr", {"train": [tmp_path / "one.zarr"], "val": [tmp_path / "two.zarr"]}, patch_size=16
+        )
 
 
 def test_constant_small_and_empty_samples_just_work(tmp_path, capsys):
@@ -81,19 +85,30 @@ def test_constant_small_and_empty_samples_just_work(tmp_path, capsys):
     attrs = preprocess_sample("flat", image, tmp_path / "flat.zarr", mask_path=empty)
     assert attrs["foreground_fraction"] == 0
     assert "no foreground pixel" in capsys.readouterr().err
-    counts = write_patches(tmp_path / "p.zarr", {"train": [tmp_path / "flat.zarr"], "val": [tmp_path / "flat.zarr"]}, patch_size=32)
+    counts = write_patches(
+        tmp_path / "p.zarr", {"train": [tmp_path / "flat.zarr"], "val": [tmp_path / "flat.zarr"]}, patch_size=32
+    )
     assert counts == {"train": 1, "val": 1}
 
 
 def test_predict_on_a_constant_image(tiny_unet, tmp_path):
-    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    save_model(
+        tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}}
+    )
     image = write(tmp_path / "flat.tif", np.full((37, 21), 9, np.uint16))
-    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(image), "--output", str(tmp_path / "m.tif")]) == 0
+    assert (
+        main(
+            ["predict", "--model", str(tmp_path / "model"), "--input", str(image), "--output", str(tmp_path / "m.tif")]
+        )
+        == 0
+    )
     assert tifffile.imread(tmp_path / "m.tif").shape == (37, 21)
 
 
 def test_disk_full_is_reported_and_earlier_outputs_stay(tiny_unet, tmp_path, monkeypatch, capsys):
-    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    save_model(
+        tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}}
+    )
     image = write(tmp_path / "img.tif", np.arange(600, dtype=np.uint16).reshape(20, 30))
     output = tmp_path / "mask.tif"
     args = ["predict", "--model", str(tmp_path / "model"), "--input", str(image), "--output", str(output)]

@@ -11,8 +11,8 @@ import numpy as np
 import tifffile
 import zarr
 
-from unetseg.modelcard import save_model
-from unetseg.preprocess import preprocess_sample
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.nn.modelcard import save_model
 
 
 def kill_after_tiles(command: list[str], ledger, count: int) -> None:
@@ -28,7 +28,9 @@ def kill_after_tiles(command: list[str], ledger, count: int) -> None:
 
 
 def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng):
-    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    save_model(
+        tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}}
+    )
     tifffile.imwrite(tmp_path / "image.tif", rng.integers(0, 60000, (512, 640), dtype=np.uint16))
     preprocess_sample("big", tmp_path / "image.tif", tmp_path / "big.zarr")
 
@@ -51,7 +53,9 @@ def test_killed_inference_recomputes_only_missing_tiles(tiny_unet, tmp_path, rng
 
 
 def test_killed_predict_resumes_with_the_same_command(tiny_unet, tmp_path, rng):
-    save_model(tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}})
+    save_model(
+        tiny_unet(depth=2), tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [1, 99]}}
+    )
     tifffile.imwrite(tmp_path / "image.tif", rng.integers(0, 60000, (512, 640), dtype=np.uint16))
 
     def predict(output):

@@ -56,5 +56,7 @@ def test_killed_workflow_continues_with_rerun_incomplete(tmp_path):
     summary = json.loads((tmp_path / "results/demo/evaluation/summary.json").read_text())
     assert summary["n_images"] == 2
     assert sorted(p.name for p in (tmp_path / "results/demo/masks").iterdir()) == [
-        "predict_00.tif", "test_00.tif", "test_01.tif"
+        "predict_00.tif",
+        "test_00.tif",
+        "test_01.tif",
     ]

@@ -3,21 +3,23 @@
 
 import json
 import math
+import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
-import pandas as pd
 from snakemake.utils import validate
 
-from unetseg.configcheck import check_config
-from unetseg.demo import demo_sample_sheet
+from unetseg.workflow.config import check_config
+from unetseg.data.demo import demo_sample_sheet
 from unetseg.errors import InputError
-from unetseg.runlock import clear_stale_locks, forget_run, record_run
-from unetseg.samples import check_sample_sheet
+from unetseg.workflow.command import ensure_command_on_path
+from unetseg.workflow.runlock import clear_stale_locks, forget_run, record_run
+from unetseg.data.samples import check_sample_sheet, read_sample_sheet
 
 SCHEMAS = Path(workflow.current_basedir).parent / "schemas"
+# One software environment for every rule (used with --software-deployment-method conda).
+ENV = "../envs/unetseg.yaml"
 
 # A run killed with SIGKILL leaves Snakemake's lock; clear it if that run is gone, so that
 # `snakemake --rerun-incomplete` continues without a separate `--unlock`.
@@ -40,15 +42,15 @@ onerror:
 
 # Our check first (it names the key and suggests the closest one), then Snakemake's
 # validate, which also fills in the schema's defaults.
-check_config(config, SCHEMAS / "config.schema.yaml", source="config (config/config.yaml + --configfile/--config)")
+check_config(
+    config,
+    SCHEMAS / "config.schema.yaml",
+    source="config (config/config.yaml + --configfile/--config)",
+)
 validate(config, "../schemas/config.schema.yaml")
 
-if shutil.which("unetseg") is None:
-    raise WorkflowError(
-        "the 'unetseg' command is not on PATH: activate the environment the project was "
-        "installed into (source .venv/bin/activate after `make demo` or `make test`)."
-    )
-
+# The rules run the `unetseg` command; found beside the Python that runs Snakemake too.
+ensure_command_on_path()
 RESULTS = f"results/{config['dataset']}"
 LOGS = f"logs/{config['dataset']}"
 DEMO = config["demo"]
@@ -58,18 +60,16 @@ USES_DEMO = Path(config["samples"]) == DEMO_SHEET
 
 def load_sample_sheet():
     """The sample sheet, checked; for the demo, the rows its generator will write."""
+    # The package's checks first: their messages name the line and the fix.
     if USES_DEMO:
         counts = {k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")}
-        sheet = demo_sample_sheet(DEMO["directory"], **counts)
+        sheet = check_sample_sheet(
+            demo_sample_sheet(DEMO["directory"], **counts), config["samples"]
+        )
     else:
-        path = Path(config["samples"])
-        if not path.is_file():
-            raise InputError(f"{path}: sample sheet not found; set 'samples' in the config to its path.")
-        sheet = pd.read_csv(path, sep="\t", dtype=str, comment="#").fillna("")
-    # The package's checks first: their messages name the line and the fix.
-    checked = check_sample_sheet(sheet, config["samples"])
+        sheet = read_sample_sheet(config["samples"])
     validate(sheet, "../schemas/samples.schema.yaml")
-    return checked
+    return sheet
 
 
 samples = load_sample_sheet()
@@ -93,7 +93,11 @@ def get_image(wildcards):
 
 def get_preprocess_input(wildcards):
     row = samples.loc[wildcards.sample]
-    return {"image": row["image"], "mask": row["mask"]} if row["mask"] else {"image": row["image"]}
+    return (
+        {"image": row["image"], "mask": row["mask"]}
+        if row["mask"]
+        else {"image": row["image"]}
+    )
 
 
 def get_output_directory(wildcards, output):
@@ -131,7 +135,10 @@ def get_masks(splits=("test", "predict")):
 
 
 def get_overlays():
-    return expand(f"{RESULTS}/report/overlays/{{sample}}.png", sample=samples_of("test", "predict"))
+    return expand(
+        f"{RESULTS}/report/overlays/{{sample}}.png",
+        sample=samples_of("test", "predict"),
+    )
 
 
 def get_report_pages():
@@ -150,14 +157,22 @@ def get_ome_zarr_input(wildcards):
 
 
 def get_final_output():
-    outputs = get_masks() + get_overlays() + [f"{RESULTS}/report/training_curve.png"] + get_report_pages()
+    outputs = (
+        get_masks()
+        + get_overlays()
+        + [f"{RESULTS}/report/training_curve.png"]
+        + get_report_pages()
+    )
     segmented = samples_of("test", "predict")
     if config["inference"]["instances"]:
         outputs += [f"{RESULTS}/instances/{s}.tif" for s in segmented]
     if config["inference"]["ome_zarr"]:
         outputs += [f"{RESULTS}/ome-zarr/{s}.ome.zarr" for s in segmented]
     if samples_of("test"):
-        outputs += [f"{RESULTS}/evaluation/summary.json", f"{RESULTS}/evaluation/per_image.csv"]
+        outputs += [
+            f"{RESULTS}/evaluation/summary.json",
+            f"{RESULTS}/evaluation/per_image.csv",
+        ]
     return outputs
 
 
@@ -165,18 +180,28 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
+# Relative, so that moving the checkout (with its results) changes no rule's params.
+WORKFLOW_DIR = os.path.relpath(workflow.basedir)
+# The config sections that decide the model: only these reach the train rule.
+MODEL_SECTIONS = ("labels", "data", "preprocess", "tile", "model", "train")
+
+
 MODEL_CARD = as_json(
     {
-        "normalization": {"method": "percentile", "percentiles": config["preprocess"]["percentiles"]},
+        "normalization": {
+            "method": "percentile",
+            "percentiles": config["preprocess"]["percentiles"],
+        },
         "labels": config["labels"],
         "data": {
             "dataset": config["dataset"],
             "train": samples_of("train"),
             "val": samples_of("val"),
             "files": {
-                s: [samples.loc[s, "image"], samples.loc[s, "mask"]] for s in samples_of("train", "val")
+                s: [samples.loc[s, "image"], samples.loc[s, "mask"]]
+                for s in samples_of("train", "val")
             },
         },
-        "config": config,
+        "config": {key: config[key] for key in ("dataset", "samples", *MODEL_SECTIONS)},
     }
 )

@@ -8,6 +8,13 @@ if USES_DEMO:
             sheet=str(DEMO_SHEET),
             images=samples["image"].tolist(),
             masks=[m for m in samples["mask"] if m],
+        log:
+            f"{LOGS}/demo_data.log",
+        conda:
+            ENV
+        resources:
+            mem_mb=per_attempt(2000),
+            runtime=per_attempt(15),
         params:
             directory=get_output_directory,
             size=DEMO["size"],
@@ -16,11 +23,6 @@ if USES_DEMO:
             n_val=DEMO["n_val"],
             n_test=DEMO["n_test"],
             n_predict=DEMO["n_predict"],
-        resources:
-            mem_mb=per_attempt(2000),
-            runtime=per_attempt(15),
-        log:
-            f"{LOGS}/demo_data.log",
         shell:
             "unetseg demo-data --output {params.directory} --size {params.size} --seed {params.seed}"
             " --n-train {params.n_train} --n-val {params.n_val} --n-test {params.n_test}"

@@ -45,16 +45,18 @@ rule evaluate:
             subcategory="Worst by Dice",
             labels={"sample": "worst test images"},
         ),
+    log:
+        f"{LOGS}/evaluate.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     params:
         samples=samples_of("test"),
         foreground=as_json(config["labels"]["foreground"]),
         sheet=config["samples"],
-        workflow_dir=workflow.basedir,
-    resources:
-        mem_mb=per_attempt(4000),
-        runtime=per_attempt(30),
-    log:
-        f"{LOGS}/evaluate.log",
+        workflow_dir=WORKFLOW_DIR,
     shell:
         "unetseg evaluate --samples {params.samples} --truth {input.truth}"
         " --prediction {input.prediction} --foreground {params.foreground:q}"

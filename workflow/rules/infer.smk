@@ -7,6 +7,16 @@ rule infer:
         image=f"{RESULTS}/preprocessed/{{sample}}.zarr",
     output:
         temp(directory(f"{RESULTS}/probabilities/{{sample}}.zarr")),
+    log:
+        f"{LOGS}/infer/{{sample}}.log",
+    conda:
+        ENV
+    # Locally capped at --cores; on a cluster, the CPUs of the job.
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(60),
     params:
         tile=config["inference"]["tile"],
         batch_size=config["inference"]["batch_size"],
@@ -18,14 +28,6 @@ rule infer:
         overlap=config["inference"]["overlap"],
         skip_empty="--skip-empty" if config["inference"]["skip_empty"] else "",
         amp="--amp" if config["inference"]["amp"] else "",
-    resources:
-        gpu=1,
-        mem_mb=per_attempt(8000),
-        runtime=per_attempt(60),
-    # Locally capped at --cores; on a cluster, the CPUs of the job.
-    threads: 8
-    log:
-        f"{LOGS}/infer/{{sample}}.log",
     shell:
         "unetseg infer --model {input.model} --input {input.image} --output {output}"
         " --tile {params.tile} --batch-size {params.batch_size} --border {params.border}"
@@ -39,11 +41,13 @@ rule stitch:
         probabilities=f"{RESULTS}/probabilities/{{sample}}.zarr",
     output:
         f"{RESULTS}/masks/{{sample}}.tif",
+    log:
+        f"{LOGS}/stitch/{{sample}}.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(30),
-    log:
-        f"{LOGS}/stitch/{{sample}}.log",
     shell:
         "unetseg stitch --model {input.model} --probabilities {input.probabilities}"
         " --output {output} 2> {log}"
@@ -54,11 +58,13 @@ rule instances:
         f"{RESULTS}/masks/{{sample}}.tif",
     output:
         f"{RESULTS}/instances/{{sample}}.tif",
+    log:
+        f"{LOGS}/instances/{{sample}}.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(30),
-    log:
-        f"{LOGS}/instances/{{sample}}.log",
     shell:
         "unetseg instances --mask {input} --output {output} 2> {log}"
 
@@ -68,14 +74,18 @@ rule ome_zarr:
         unpack(get_ome_zarr_input),
     output:
         directory(f"{RESULTS}/ome-zarr/{{sample}}.ome.zarr"),
-    params:
-        dtype=config["inference"]["probabilities_dtype"],
-        instances=lambda wildcards, input: f"--instances {input.instances}" if "instances" in input.keys() else "",
+    log:
+        f"{LOGS}/ome_zarr/{{sample}}.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(4000),
         runtime=per_attempt(30),
-    log:
-        f"{LOGS}/ome_zarr/{{sample}}.log",
+    params:
+        dtype=config["inference"]["probabilities_dtype"],
+        instances=lambda wildcards, input: (
+            f"--instances {input.instances}" if "instances" in input.keys() else ""
+        ),
     shell:
         "unetseg ome-zarr --probabilities {input.probabilities} --mask {input.mask} {params.instances}"
         " --dtype {params.dtype} --output {output} 2> {log}"

@@ -6,16 +6,18 @@ rule preprocess:
         unpack(get_preprocess_input),
     output:
         directory(f"{RESULTS}/preprocessed/{{sample}}.zarr"),
+    log:
+        f"{LOGS}/preprocess/{{sample}}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=per_attempt(4000),
+        runtime=per_attempt(30),
     params:
         mask=get_mask_arg,
         foreground=as_json(config["labels"]["foreground"]),
         percentiles=config["preprocess"]["percentiles"],
         axes=config["data"]["axes"],
-    resources:
-        mem_mb=per_attempt(4000),
-        runtime=per_attempt(30),
-    log:
-        f"{LOGS}/preprocess/{{sample}}.log",
     shell:
         "unetseg preprocess --sample {wildcards.sample} --image {input.image} {params.mask}"
         " --output {output} --foreground {params.foreground:q} --axes {params.axes}"

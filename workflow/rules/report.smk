@@ -15,11 +15,13 @@ rule overlay:
             subcategory="Every image",
             labels={"sample": "{sample}"},
         ),
+    log:
+        f"{LOGS}/overlay/{{sample}}.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(2000),
         runtime=per_attempt(15),
-    log:
-        f"{LOGS}/overlay/{{sample}}.log",
     shell:
         "unetseg figure overlay --preprocessed {input.image} --prediction {input.mask}"
         " --output {output} 2> {log}"
@@ -35,11 +37,13 @@ rule training_curve:
             category="Training",
             labels={"figure": "loss and validation Dice"},
         ),
+    log:
+        f"{LOGS}/training_curve.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(2000),
         runtime=per_attempt(15),
-    log:
-        f"{LOGS}/training_curve.log",
     shell:
         "unetseg figure training --history {input}/history.csv --output {output} 2> {log}"
 
@@ -54,13 +58,15 @@ rule data_table:
             category="Data",
             labels={"table": "samples"},
         ),
-    params:
-        splits=samples["split"].tolist(),
+    log:
+        f"{LOGS}/data_table.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(2000),
         runtime=per_attempt(15),
-    log:
-        f"{LOGS}/data_table.log",
+    params:
+        splits=samples["split"].tolist(),
     shell:
         "unetseg figure data --preprocessed {input} --splits {params.splits}"
         " --output {output} 2> {log}"
@@ -76,10 +82,12 @@ rule model_card:
             category="Provenance",
             labels={"page": "model card, config and versions"},
         ),
+    log:
+        f"{LOGS}/model_card.log",
+    conda:
+        ENV
     resources:
         mem_mb=per_attempt(2000),
         runtime=per_attempt(15),
-    log:
-        f"{LOGS}/model_card.log",
     shell:
         "unetseg figure card --model {input} --output {output} 2> {log}"

@@ -7,15 +7,17 @@ rule tile:
         val=get_preprocessed(samples_of("val")),
     output:
         directory(f"{RESULTS}/tiles/patches.zarr"),
+    log:
+        f"{LOGS}/tile.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=per_attempt(8000),
+        runtime=per_attempt(30),
     params:
         patch_size=config["tile"]["patch_size"],
         weight_map=get_weight_map_args(),
         model=as_json(config["model"]),
-    resources:
-        mem_mb=per_attempt(8000),
-        runtime=per_attempt(30),
-    log:
-        f"{LOGS}/tile.log",
     shell:
         "unetseg tile --train {input.train} --val {input.val} --output {output}"
         " --patch-size {params.patch_size} --model-settings {params.model:q} {params.weight_map} 2> {log}"

@@ -7,25 +7,26 @@ rule train:
         val=get_preprocessed(samples_of("val")),
     output:
         directory(f"{RESULTS}/model"),
+    log:
+        f"{LOGS}/train.log",
+    conda:
+        ENV
+    # Locally capped at --cores; on a cluster, the CPUs of the job.
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=per_attempt(16000),
+        runtime=get_train_runtime,
     params:
         model=as_json(config["model"]),
         train=as_json(config["train"]),
         card=MODEL_CARD,
         # Outside the model directory, so that Snakemake keeps it when a killed job reruns.
         checkpoint=f"{RESULTS}/train_state/checkpoint.pt",
-        workflow_dir=workflow.basedir,
-        border=config["inference"]["border"],
-    resources:
-        gpu=1,
-        mem_mb=per_attempt(16000),
-        runtime=get_train_runtime,
-    # Locally capped at --cores; on a cluster, the CPUs of the job.
-    threads: 8
-    log:
-        f"{LOGS}/train.log",
+        workflow_dir=WORKFLOW_DIR,
     shell:
         "OMP_NUM_THREADS={threads} unetseg train --patches {input.patches} --val-images {input.val}"
-        " --border {params.border} --output {output}"
+        " --output {output}"
         " --model-settings {params.model:q} --train-settings {params.train:q}"
         " --card {params.card:q} --checkpoint {params.checkpoint} --workflow-dir {params.workflow_dir}"
         " 2> {log}"

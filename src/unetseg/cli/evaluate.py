@@ -1,0 +1,69 @@
+"""``unetseg evaluate``: Dice, IoU and more over a split, with the report's tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from unetseg.cli.options import foreground
+from unetseg.data.sample import open_sample
+from unetseg.evaluation.evaluate import evaluate, write_evaluation
+from unetseg.nn.modelcard import read_card
+from unetseg.report import figures
+from unetseg.report.pages import metrics_page
+from unetseg.report.provenance import collect_provenance, sha256_path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", nargs="+", required=True)
+    p.add_argument("--truth", nargs="+", required=True, help="preprocessed samples, same order")
+    p.add_argument("--prediction", nargs="+", required=True, help="mask files, same order")
+    p.add_argument("--foreground", type=foreground, default="nonzero",
+                   help='labels.foreground the truth was preprocessed with: "nonzero" or a JSON list')  # fmt: skip
+    p.add_argument("--json", required=True, help="summary.json to write")
+    p.add_argument("--csv", required=True, help="per-image CSV to write")
+    p.add_argument("--metrics-table", help="CSV to write: statistics of every score over the split")
+    p.add_argument("--metrics-page", help="HTML page to write: the statistics and per-image tables")
+    p.add_argument("--distributions", help="PNG to write: distributions of the per-image scores")
+    p.add_argument("--instances", help="PNG to write: object precision/recall against the IoU threshold")
+    p.add_argument("--gallery", help="PNG to write: error maps of the worst images by Dice")
+    p.add_argument("--model", help="model directory that made the predictions, for provenance")
+    p.add_argument("--sample-sheet", help="sample sheet, for provenance")
+    p.add_argument("--workflow-dir", help="directory of the workflow, for its git commit")
+
+
+def run(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
+    summary["provenance"] = provenance(args)
+    summary["provenance"]["evaluation_seconds"] = round(time.perf_counter() - started, 3)
+    write_evaluation(summary, args.json, args.csv, metrics_csv=args.metrics_table)
+    if args.metrics_page:
+        metrics_page(summary, args.metrics_page)
+    if args.distributions:
+        figures.metric_distributions_figure(args.csv, args.distributions)
+    if args.instances:
+        figures.instance_curve_figure(summary, args.instances)
+    if args.gallery:
+        rows = [(r["sample"], r["dice"], t, p) for r, t, p in zip(summary["per_image"], args.truth, args.prediction)]
+        figures.gallery_figure(rows, args.gallery)
+    print(f"mean Dice {summary['mean_dice']}, mean IoU {summary['mean_iou']}", file=sys.stderr)
+
+
+def provenance(args: argparse.Namespace) -> dict:
+    """Checksums of the test inputs and of the model, commit and versions."""
+    inputs = {}
+    for truth in args.truth:
+        attrs = open_sample(truth).attrs
+        inputs[attrs["sample"]] = [attrs["image"], attrs["mask"] or ""]
+    record = collect_provenance(inputs=inputs, sample_sheet=args.sample_sheet, workflow_dir=args.workflow_dir)
+    if args.model:
+        card = read_card(args.model)
+        record["model"] = {"path": args.model, "weights_sha256": sha256_path(Path(args.model) / "weights.pt")}
+        # How the model was made: device, seed, timings and the whole config of the run.
+        record["training"] = card.get("training", {})
+        record["seed"] = card.get("train_config", {}).get("seed")
+        record["config"] = card.get("config")
+    return record

@@ -1,0 +1,27 @@
+"""``unetseg preprocess``: check, normalise and store one sample as Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from unetseg.cli.options import foreground
+from unetseg.data.preprocess import preprocess_sample
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--mask", default="")
+    p.add_argument("--output", required=True)
+    p.add_argument("--foreground", type=foreground, default="nonzero", help='"nonzero" or a JSON list, e.g. [0]')
+    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.8))
+    p.add_argument("--axes", default=None)
+
+
+def run(args: argparse.Namespace) -> None:
+    attrs = preprocess_sample(
+        args.sample, args.image, args.output, mask_path=args.mask or None, foreground=args.foreground,
+        percentiles=tuple(args.percentiles), axes=args.axes,
+    )  # fmt: skip
+    print(f"{args.sample}: axes {attrs['source_axes']}, spatial shape {attrs['spatial_shape']}", file=sys.stderr)

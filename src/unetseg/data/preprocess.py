@@ -1,0 +1,122 @@
+"""Per-sample preprocessing: checks, intensity normalisation, foreground and objects, Zarr.
+
+The only stage that reads the raw image and mask files; it writes the preprocessed sample
+that every later stage reads (layout in :mod:`unetseg.data.sample`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+
+from unetseg.data.masks import foreground_mask
+from unetseg.data.normalize import check_finite, normalize, percentile_stats
+from unetseg.data.sample import FORMAT
+from unetseg.errors import InputError
+from unetseg.io.files import atomic_path
+from unetseg.io.images import ImageSource, open_image, read_mask
+from unetseg.objects.labels import has_instance_ids, true_instances
+
+__all__ = ["preprocess_sample"]
+
+ROWS_PER_BLOCK = 1024  # rows read at once when streaming an image plane
+
+
+def _check_mask_values(mask: np.ndarray, path: str | os.PathLike) -> None:
+    """Masks hold labels: integers (or booleans), not probabilities or intensities."""
+    if mask.dtype.kind == "f":
+        if not np.isfinite(mask).all() or not np.array_equal(mask, np.round(mask)):
+            raise InputError(
+                f"{path}: the mask holds fractional or non-finite values; masks must hold integer "
+                "labels (0 = background). Threshold or round it, and save it as an integer TIFF."
+            )
+    elif mask.dtype.kind not in "biu":
+        raise InputError(f"{path}: masks must be integer or boolean images, not {mask.dtype}.")
+
+
+def _true_objects(mask: np.ndarray, foreground: str | Sequence[int]) -> np.ndarray:
+    """``(Z, Y, X)`` int32 true objects of each plane: instance ids, or components."""
+    return np.stack([true_instances(plane, foreground) for plane in mask]).astype(np.int32)
+
+
+def _write_image(group: zarr.Group, source: ImageSource, stats: list[tuple[float, float]], chunk: int) -> None:
+    z_count, channels, height, width = source.shape
+    image = group.create_array(
+        "image", shape=source.shape, dtype="float32",
+        chunks=(1, channels, min(chunk, height), min(chunk, width)),
+    )  # fmt: skip
+    for z in range(z_count):
+        for y0 in range(0, height, ROWS_PER_BLOCK):
+            rows = slice(y0, min(y0 + ROWS_PER_BLOCK, height))
+            block = normalize(source.read(z, rows), stats)
+            check_finite(block, source.path, z, y0)
+            image[z, :, rows, :] = block
+
+
+def preprocess_sample(
+    sample: str,
+    image_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    mask_path: str | os.PathLike | None = None,
+    foreground: str | Sequence[int] = "nonzero",
+    percentiles: tuple[float, float] = (1.0, 99.8),
+    axes: str | None = None,
+    chunk: int = 256,
+) -> dict[str, Any]:
+    """Check one sample, normalise it and write it as a preprocessed Zarr group.
+
+    The group is written under a temporary name and moved to ``output`` when complete.
+
+    Returns
+    -------
+    dict
+        The attributes stored with the group.
+    """
+    with open_image(image_path, axes=axes) as source:
+        stats = percentile_stats(source, *percentiles)
+        attrs: dict[str, Any] = {
+            "format": FORMAT,
+            "sample": sample,
+            "image": str(image_path),
+            "mask": str(mask_path) if mask_path else None,
+            "source_axes": source.axes,
+            "source_dtype": str(source.dtype),
+            "spatial_axes": source.spatial_axes,
+            "spatial_shape": list(source.spatial_shape),
+            "channels": source.shape[1],
+            "foreground": foreground if isinstance(foreground, str) else list(foreground),
+            "normalization": {
+                "method": "percentile",
+                "percentiles": list(percentiles),
+                "stats": [list(s) for s in stats],
+            },
+        }
+        truth = None
+        if mask_path:
+            raw = read_mask(mask_path, source.spatial_shape)
+            _check_mask_values(raw, mask_path)
+            truth = foreground_mask(raw, foreground).reshape(source.shape[0], *source.shape[2:])
+            objects = _true_objects(raw.reshape(truth.shape), foreground)
+            attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
+            attrs["foreground_fraction"] = float(truth.mean())
+            if not truth.any():
+                print(
+                    f"warning: {mask_path}: no foreground pixel with labels.foreground = {foreground!r}; "
+                    "fine for an empty image, otherwise check labels.foreground.",
+                    file=sys.stderr,
+                )
+        with atomic_path(output) as tmp:
+            group = zarr.open_group(str(tmp), mode="w")
+            _write_image(group, source, stats, chunk)
+            if truth is not None:
+                chunks = (1, *group["image"].chunks[2:])
+                group.create_array("mask", data=truth.astype(np.uint8), chunks=chunks)
+                group.create_array("objects", data=objects, chunks=chunks)
+            group.attrs["unetseg"] = attrs
+    return attrs

@@ -1,0 +1,60 @@
+"""Forward passes of a trained network: device, mixed precision and test-time flips."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unetseg.nn.device import pick_device
+from unetseg.nn.model import UNet
+
+__all__ = ["Forward"]
+
+
+class Forward:
+    """Probabilities of normalised batches, on the chosen device.
+
+    Parameters
+    ----------
+    model : UNet
+        The network; put in eval mode and moved to ``device``.
+    device : str, optional
+        ``"cuda"``, ``"cpu"``...; default: CUDA when available.
+    amp : bool
+        Mixed precision (bfloat16 or float16) on CUDA; ignored on the CPU.
+    tta : bool
+        Test-time augmentation: average the probabilities of the image and its horizontal,
+        vertical and double flips (4x the compute).
+    """
+
+    def __init__(self, model: UNet, *, device: str | None = None, amp: bool = False, tta: bool = False):
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.amp = amp and self.device.type == "cuda"
+        self.tta = tta
+        self.classes = model.settings["out_channels"]
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``(B, K, h, w)`` for a normalised batch ``(B, C, H, W)``."""
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device)
+        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
+        probs = None
+        for dims in flips:  # test-time augmentation: average over mirrored copies
+            with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+                logits = self.model(x.flip(dims) if dims else x).float()
+            p = torch.sigmoid(logits) if self.classes == 1 else torch.softmax(logits, dim=1)
+            p = p.flip(dims) if dims else p
+            probs = p if probs is None else probs + p
+        return (probs / len(flips)).cpu().numpy()
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Probabilities of pixels that get no network pass: certain background."""
+        probs = np.zeros((self.classes, *shape), dtype=np.float32)
+        if self.classes > 1:
+            probs[0] = 1.0
+        return probs

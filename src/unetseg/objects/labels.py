@@ -1,0 +1,62 @@
+"""Object labels of a mask: connected components, and instance ids kept when masks hold them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+from skimage.measure import label
+
+from unetseg.data.masks import foreground_mask
+
+__all__ = ["label_objects", "has_instance_ids", "true_instances"]
+
+
+def label_objects(mask: ArrayLike) -> np.ndarray:
+    """Connected components of a binary mask (nonzero = foreground), full connectivity.
+
+    Returns
+    -------
+    (...) ndarray of int32
+        0 = background, 1..n = objects.
+    """
+    return label(np.asarray(mask) != 0, connectivity=np.ndim(mask)).astype(np.int32)
+
+
+def has_instance_ids(mask: ArrayLike, foreground: str | Sequence[int] = "nonzero") -> bool:
+    """Whether a ground truth's values are instance ids: ``nonzero`` foreground, 2+ values.
+
+    Parameters
+    ----------
+    mask : (...) array_like of int
+    foreground : "nonzero" or sequence of int
+        As ``labels.foreground``; listed foreground values are classes, never ids.
+    """
+    if not isinstance(foreground, str):
+        return False
+    values = np.unique(np.asarray(mask))
+    return np.count_nonzero(values) > 1
+
+
+def true_instances(mask: ArrayLike, foreground: str | Sequence[int] = "nonzero") -> np.ndarray:
+    """True objects of a ground-truth mask, with the workflow's foreground mapping.
+
+    Parameters
+    ----------
+    mask : (...) array_like of int
+        Ground truth as stored by the user: binary, instance ids or class values.
+    foreground : "nonzero" or sequence of int
+        As ``labels.foreground`` (see :func:`unetseg.preprocess.foreground_mask`).
+
+    Returns
+    -------
+    (...) ndarray of int64
+        The mask's own ids if `foreground` is ``"nonzero"`` and the mask has more than one
+        distinct nonzero value, else the connected components of the foreground.
+    """
+    mask = np.asarray(mask)
+    binary = foreground_mask(mask, foreground)
+    if has_instance_ids(mask, foreground):
+        return np.where(binary, mask, 0).astype(np.int64)
+    return label_objects(binary).astype(np.int64)

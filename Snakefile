@@ -21,7 +21,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/tile.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/infer.smk"
+include: "workflow/rules/segment.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -15,7 +15,10 @@ from unetseg.data.demo import demo_sample_sheet
 from unetseg.errors import InputError
 from unetseg.workflow.command import ensure_command_on_path
 from unetseg.workflow.runlock import clear_stale_locks, forget_run, record_run
-from unetseg.data.samples import check_sample_sheet, read_sample_sheet
+from unetseg.workflow.command import report_failed_samples
+from unetseg.data.samples import check_sample_sheet, read_sample_sheet, rows_from_glob
+from unetseg.workflow.trained import check_init_from, check_trained_model
+import pandas as pd
 
 SCHEMAS = Path(workflow.current_basedir).parent / "schemas"
 # One software environment for every rule (used with --software-deployment-method conda).
@@ -34,6 +37,7 @@ onstart:
 
 onsuccess:
     forget_run()
+    report_failed_samples(f"{RESULTS}/measurements/summary.csv")
 
 
 onerror:
@@ -61,13 +65,26 @@ USES_DEMO = Path(config["samples"]) == DEMO_SHEET
 def load_sample_sheet():
     """The sample sheet, checked; for the demo, the rows its generator will write."""
     # The package's checks first: their messages name the line and the fix.
-    if USES_DEMO:
+    training = not config["trained_model"]
+    if USES_DEMO and config["images"] and not training:
+        # An apply run over a folder: the glob's files are the whole sheet.
+        sheet = check_sample_sheet(
+            rows_from_glob(config["images"]), "images", training=False
+        )
+    elif USES_DEMO:
         counts = {k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")}
         sheet = check_sample_sheet(
             demo_sample_sheet(DEMO["directory"], **counts), config["samples"]
         )
     else:
-        sheet = read_sample_sheet(config["samples"])
+        sheet = read_sample_sheet(config["samples"], training=training)
+        if config["images"]:
+            rows = pd.concat(
+                [sheet, rows_from_glob(config["images"])], ignore_index=True
+            )
+            sheet = check_sample_sheet(
+                rows, f"{config['samples']} + images", training=training
+            )
     validate(sheet, "../schemas/samples.schema.yaml")
     return sheet
 
@@ -76,7 +93,7 @@ samples = load_sample_sheet()
 
 
 wildcard_constraints:
-    sample="|".join(re.escape(s) for s in samples["sample"]),
+    sample="|".join(re.escape(s) for s in samples["sample"]) or "sample",
 
 
 def samples_of(*splits):
@@ -130,44 +147,19 @@ def get_weight_map_args():
     return f"--weight-map --w0 {weights['w0']} --sigma {weights['sigma']} --weight-objects {weights['objects']}"
 
 
-def get_masks(splits=("test", "predict")):
-    return expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of(*splits))
-
-
-def get_overlays():
-    return expand(
-        f"{RESULTS}/report/overlays/{{sample}}.png",
-        sample=samples_of("test", "predict"),
-    )
-
-
 def get_report_pages():
     """The data table and the model card page of `snakemake --report`."""
     return [f"{RESULTS}/report/data.html", f"{RESULTS}/report/model_card.html"]
 
 
-def get_ome_zarr_input(wildcards):
-    inputs = {
-        "probabilities": f"{RESULTS}/probabilities/{wildcards.sample}.zarr",
-        "mask": f"{RESULTS}/masks/{wildcards.sample}.tif",
-    }
-    if config["inference"]["instances"]:
-        inputs["instances"] = f"{RESULTS}/instances/{wildcards.sample}.tif"
-    return inputs
-
-
 def get_final_output():
-    outputs = (
-        get_masks()
-        + get_overlays()
-        + [f"{RESULTS}/report/training_curve.png"]
-        + get_report_pages()
-    )
-    segmented = samples_of("test", "predict")
-    if config["inference"]["instances"]:
-        outputs += [f"{RESULTS}/instances/{s}.tif" for s in segmented]
-    if config["inference"]["ome_zarr"]:
-        outputs += [f"{RESULTS}/ome-zarr/{s}.ome.zarr" for s in segmented]
+    """Everything a run makes: segmentations (through the batch manifests), measurements,
+    evaluation of the test split and the report's pages and figures."""
+    outputs = get_manifests() + get_report_pages()
+    if not TRAINED:
+        outputs.append(f"{RESULTS}/report/training_curve.png")
+    if APPLY and config["inference"]["instances"] and config["inference"]["measure"]:
+        outputs.append(f"{RESULTS}/measurements/summary.csv")
     if samples_of("test"):
         outputs += [
             f"{RESULTS}/evaluation/summary.json",
@@ -205,3 +197,84 @@ MODEL_CARD = as_json(
         "config": {key: config[key] for key in ("dataset", "samples", *MODEL_SECTIONS)},
     }
 )
+
+
+# --- Training or a trained model -------------------------------------------------------------
+
+# With trained_model set, nothing is trained: every segmentation uses that model.
+TRAINED = bool(config.get("trained_model"))
+MODEL = config["trained_model"] if TRAINED else f"{RESULTS}/model"
+if TRAINED:
+    check_trained_model(MODEL, samples, axes=config["data"]["axes"])
+elif config["train"]["init_from"]:
+    check_init_from(config["train"]["init_from"], config["model"])
+
+
+# --- Batches of test and predict samples ----------------------------------------------------
+
+APPLY = samples_of("test", "predict")
+PER_JOB = config["inference"]["samples_per_job"]
+# Batches follow the sheet's order: appending rows changes only the last batch, and within
+# a batch unchanged samples are skipped (see unetseg.batch.segment).
+BATCHES = {
+    f"batch{i // PER_JOB:04d}": APPLY[i : i + PER_JOB]
+    for i in range(0, len(APPLY), PER_JOB)
+}
+
+
+wildcard_constraints:
+    batch="|".join(BATCHES) or "batch",
+
+
+def get_segment_input(wildcards):
+    rows = samples.loc[BATCHES[wildcards.batch]]
+    return {
+        "model": MODEL,
+        "images": rows["image"].tolist(),
+        "masks": [m for m in rows["mask"] if m],
+    }
+
+
+def get_segment_samples(wildcards):
+    rows = samples.loc[BATCHES[wildcards.batch], ["sample", "image", "mask", "split"]]
+    return as_json(rows.to_dict(orient="records"))
+
+
+def get_segment_options():
+    """The command-line options of `unetseg segment` from the inference config."""
+    inference = config["inference"]
+    options = [
+        f"--tile {inference['tile']} --batch-size {inference['batch_size']}",
+        f"--border {inference['border']} --device {inference['device']}",
+        f"--blend {inference['blend']} --overlap {inference['overlap']}",
+        f"--probabilities-dtype {inference['probabilities_dtype']}",
+        f"--foreground {as_json(config['labels']['foreground'])!r} --axes {config['data']['axes']}",
+    ]
+    flags = {
+        "--tta": inference["tta"],
+        "--amp": inference["amp"],
+        "--skip-empty": inference["skip_empty"],
+        "--ome-zarr": inference["ome_zarr"],
+        "--no-instances": not inference["instances"],
+        "--no-measure": not inference["measure"],
+    }
+    options += [flag for flag, on in flags.items() if on]
+    if config["data"]["pixel_size"]:
+        options.append(
+            "--pixel-size " + " ".join(map(str, config["data"]["pixel_size"]))
+        )
+    return " ".join(options)
+
+
+def get_manifests(splits=("test", "predict")):
+    """The manifests of the batches that hold samples of ``splits``."""
+    wanted = set(samples_of(*splits))
+    return [
+        f"{RESULTS}/segment/{batch}.tsv"
+        for batch, ids in BATCHES.items()
+        if wanted.intersection(ids)
+    ]
+
+
+def get_measurement_tables():
+    return [f"{RESULTS}/measurements/{s}.csv" for s in APPLY]

@@ -4,9 +4,8 @@
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/model",
-        truth=get_preprocessed(samples_of("test")),
-        prediction=expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of("test")),
+        model=MODEL,
+        manifests=get_manifests(["test"]),
     output:
         json=f"{RESULTS}/evaluation/summary.json",
         csv=report(
@@ -54,13 +53,15 @@ rule evaluate:
         runtime=per_attempt(30),
     params:
         samples=samples_of("test"),
+        truth=get_preprocessed(samples_of("test")),
+        prediction=expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of("test")),
         foreground=as_json(config["labels"]["foreground"]),
         sheet=config["samples"],
         workflow_dir=WORKFLOW_DIR,
     shell:
-        "unetseg evaluate --samples {params.samples} --truth {input.truth}"
-        " --prediction {input.prediction} --foreground {params.foreground:q}"
+        "unetseg evaluate --samples {params.samples} --truth {params.truth}"
+        " --prediction {params.prediction} --foreground {params.foreground:q}"
         " --json {output.json} --csv {output.csv} --metrics-table {output.table}"
         " --metrics-page {output.page} --distributions {output.distributions}"
         " --instances {output.instances} --gallery {output.gallery} --model {input.model}"
-        " --sample-sheet {params.sheet} --workflow-dir {params.workflow_dir} 2> {log}"
+        " --manifests {input.manifests} --sample-sheet {params.sheet} --workflow-dir {params.workflow_dir} 2> {log}"

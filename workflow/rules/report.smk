@@ -1,35 +1,11 @@
-# Figures and pages for `snakemake --report`: overlays and error maps of every segmented
-# image, the training curve, the data table and the model card. The metric figures come
+# Figures and pages for `snakemake --report`: the training curve, the data table and the
+# model card. The overlays come from the segment jobs (segment.smk), the metric figures
 # from the evaluate rule (evaluate.smk).
-
-
-rule overlay:
-    input:
-        image=f"{RESULTS}/preprocessed/{{sample}}.zarr",
-        mask=f"{RESULTS}/masks/{{sample}}.tif",
-    output:
-        report(
-            f"{RESULTS}/report/overlays/{{sample}}.png",
-            caption="../report/overlay.rst",
-            category="Segmentations",
-            subcategory="Every image",
-            labels={"sample": "{sample}"},
-        ),
-    log:
-        f"{LOGS}/overlay/{{sample}}.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=per_attempt(2000),
-        runtime=per_attempt(15),
-    shell:
-        "unetseg figure overlay --preprocessed {input.image} --prediction {input.mask}"
-        " --output {output} 2> {log}"
 
 
 rule training_curve:
     input:
-        f"{RESULTS}/model",
+        MODEL,
     output:
         report(
             f"{RESULTS}/report/training_curve.png",
@@ -50,7 +26,8 @@ rule training_curve:
 
 rule data_table:
     input:
-        get_preprocessed(samples["sample"]),
+        get_preprocessed(samples_of("train", "val")),
+        get_manifests(),
     output:
         report(
             f"{RESULTS}/report/data.html",
@@ -66,15 +43,16 @@ rule data_table:
         mem_mb=per_attempt(2000),
         runtime=per_attempt(15),
     params:
+        preprocessed=get_preprocessed(samples["sample"]),
         splits=samples["split"].tolist(),
     shell:
-        "unetseg figure data --preprocessed {input} --splits {params.splits}"
+        "unetseg figure data --preprocessed {params.preprocessed} --splits {params.splits}"
         " --output {output} 2> {log}"
 
 
 rule model_card:
     input:
-        f"{RESULTS}/model",
+        MODEL,
     output:
         report(
             f"{RESULTS}/report/model_card.html",

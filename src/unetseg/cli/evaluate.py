@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+from unetseg.batch.manifest import read_manifests
 from unetseg.cli.options import foreground
 from unetseg.data.sample import open_sample
+from unetseg.errors import InputError
 from unetseg.evaluation.evaluate import evaluate, write_evaluation
-from unetseg.nn.modelcard import read_card
+from unetseg.nn.card import read_card
 from unetseg.report import figures
 from unetseg.report.pages import metrics_page
 from unetseg.report.provenance import collect_provenance, sha256_path
@@ -32,11 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model directory that made the predictions, for provenance")
     p.add_argument("--sample-sheet", help="sample sheet, for provenance")
     p.add_argument("--workflow-dir", help="directory of the workflow, for its git commit")
+    p.add_argument("--manifests", nargs="*", default=[],
+                   help="manifests of unetseg segment: test samples that failed are left out and listed")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
+    failed = _drop_failed(args)
+    if not args.samples:
+        raise InputError(
+            f"every test sample failed to segment ({', '.join(f['sample'] for f in failed)}); see the logs."
+        )
     summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
+    summary["failed"] = failed
     summary["provenance"] = provenance(args)
     summary["provenance"]["evaluation_seconds"] = round(time.perf_counter() - started, 3)
     write_evaluation(summary, args.json, args.csv, metrics_csv=args.metrics_table)
@@ -50,6 +60,19 @@ def run(args: argparse.Namespace) -> None:
         rows = [(r["sample"], r["dice"], t, p) for r, t, p in zip(summary["per_image"], args.truth, args.prediction)]
         figures.gallery_figure(rows, args.gallery)
     print(f"mean Dice {summary['mean_dice']}, mean IoU {summary['mean_iou']}", file=sys.stderr)
+
+
+def _drop_failed(args: argparse.Namespace) -> list[dict[str, str]]:
+    """Leave the test samples that failed to segment out of the evaluation; list them."""
+    if not args.manifests:
+        return []
+    status = read_manifests(args.manifests).set_index("sample")
+    failed = [s for s in args.samples if s in status.index and status.loc[s, "status"] == "failed"]
+    keep = [i for i, s in enumerate(args.samples) if s not in failed]
+    args.samples, args.truth, args.prediction = (
+        [v[i] for i in keep] for v in (args.samples, args.truth, args.prediction)
+    )
+    return [{"sample": s, "error": str(status.loc[s, "error"])} for s in failed]
 
 
 def provenance(args: argparse.Namespace) -> dict:

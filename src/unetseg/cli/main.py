@@ -26,6 +26,8 @@ COMMANDS = {
     "stitch": "final mask from a probability map",
     "instances": "instance labels (connected components) of a mask, out of core",
     "ome-zarr": "probabilities and labels as an OME-Zarr pyramid",
+    "segment": "segment a batch of images: mask, instances, measurements, overlays",
+    "summarize": "per-sample summary of the measurements of a run",
     "evaluate": "Dice, IoU and more over a split",
     "figure": "report figures and pages",
 }

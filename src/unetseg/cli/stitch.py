@@ -7,7 +7,7 @@ import argparse
 import zarr
 
 from unetseg.inference.masks import write_mask
-from unetseg.nn.modelcard import read_card
+from unetseg.nn.card import read_card
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

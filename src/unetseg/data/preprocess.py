@@ -20,11 +20,15 @@ from unetseg.data.sample import FORMAT
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image, read_mask
+from unetseg.io.pixelsize import read_pixel_size
 from unetseg.objects.labels import has_instance_ids, true_instances
 
 __all__ = ["preprocess_sample"]
 
 ROWS_PER_BLOCK = 1024  # rows read at once when streaming an image plane
+# Value of non-finite (missing) pixels after normalisation with missing="fill": the low
+# percentile, i.e. background-like; they are already left out of the statistics.
+MISSING_FILL = 0.0
 
 
 def _check_mask_values(mask: np.ndarray, path: str | os.PathLike) -> None:
@@ -44,18 +48,28 @@ def _true_objects(mask: np.ndarray, foreground: str | Sequence[int]) -> np.ndarr
     return np.stack([true_instances(plane, foreground) for plane in mask]).astype(np.int32)
 
 
-def _write_image(group: zarr.Group, source: ImageSource, stats: list[tuple[float, float]], chunk: int) -> None:
+def _write_image(
+    group: zarr.Group, source: ImageSource, stats: list[tuple[float, float]], chunk: int, missing: str
+) -> int:
+    """Write the normalised image; returns the number of non-finite pixels filled."""
     z_count, channels, height, width = source.shape
     image = group.create_array(
         "image", shape=source.shape, dtype="float32",
         chunks=(1, channels, min(chunk, height), min(chunk, width)),
     )  # fmt: skip
+    filled = 0
     for z in range(z_count):
         for y0 in range(0, height, ROWS_PER_BLOCK):
             rows = slice(y0, min(y0 + ROWS_PER_BLOCK, height))
             block = normalize(source.read(z, rows), stats)
-            check_finite(block, source.path, z, y0)
+            if missing == "error":
+                check_finite(block, source.path, z, y0)
+            else:
+                bad = ~np.isfinite(block)
+                filled += int(bad.sum())
+                block[bad] = MISSING_FILL
             image[z, :, rows, :] = block
+    return filled
 
 
 def preprocess_sample(
@@ -68,10 +82,18 @@ def preprocess_sample(
     percentiles: tuple[float, float] = (1.0, 99.8),
     axes: str | None = None,
     chunk: int = 256,
+    missing: str = "error",
+    pixel_size: Any = None,
 ) -> dict[str, Any]:
     """Check one sample, normalise it and write it as a preprocessed Zarr group.
 
     The group is written under a temporary name and moved to ``output`` when complete.
+
+    ``missing="error"`` (training data) refuses NaN or infinite pixels; ``"fill"`` (images
+    to segment) treats them as missing data: left out of the normalisation statistics (as
+    always), set to :data:`MISSING_FILL` after normalisation, counted in the attributes
+    (``nonfinite_pixels``) and named in a warning. ``pixel_size`` (µm, ``(Y, X)`` or
+    ``(Z, Y, X)``) overrides what the image file records; either is stored in the attributes.
 
     Returns
     -------
@@ -80,6 +102,8 @@ def preprocess_sample(
     """
     with open_image(image_path, axes=axes) as source:
         stats = percentile_stats(source, *percentiles)
+        if pixel_size is None:
+            pixel_size = read_pixel_size(image_path)
         attrs: dict[str, Any] = {
             "format": FORMAT,
             "sample": sample,
@@ -91,6 +115,7 @@ def preprocess_sample(
             "spatial_shape": list(source.spatial_shape),
             "channels": source.shape[1],
             "foreground": foreground if isinstance(foreground, str) else list(foreground),
+            "pixel_size": None if pixel_size is None else [float(s) for s in pixel_size],
             "normalization": {
                 "method": "percentile",
                 "percentiles": list(percentiles),
@@ -113,7 +138,15 @@ def preprocess_sample(
                 )
         with atomic_path(output) as tmp:
             group = zarr.open_group(str(tmp), mode="w")
-            _write_image(group, source, stats, chunk)
+            filled = _write_image(group, source, stats, chunk, missing)
+            if filled:
+                attrs["nonfinite_pixels"] = filled
+                print(
+                    f"warning: {image_path} (sample {sample}): {filled} NaN or infinite pixel(s) treated as "
+                    f"missing: left out of the statistics and measurements, set to {MISSING_FILL} after "
+                    "normalisation.",
+                    file=sys.stderr,
+                )
             if truth is not None:
                 chunks = (1, *group["image"].chunks[2:])
                 group.create_array("mask", data=truth.astype(np.uint8), chunks=chunks)

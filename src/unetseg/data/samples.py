@@ -6,6 +6,7 @@ from the sheet alone; :func:`read_sample_sheet` reads and checks one.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ import pandas as pd
 
 from unetseg.errors import InputError
 
-__all__ = ["COLUMNS", "SPLITS", "read_sample_sheet", "check_sample_sheet"]
+__all__ = ["COLUMNS", "SPLITS", "read_sample_sheet", "check_sample_sheet", "rows_from_glob"]
 
 COLUMNS = ("sample", "image", "mask", "split")
 SPLITS = ("train", "val", "test", "predict")
@@ -60,11 +61,55 @@ def check_sample_sheet(sheet: pd.DataFrame, source: str = "sample sheet", *, tra
     duplicated = sheet["sample"][sheet["sample"].duplicated()].unique().tolist()
     if duplicated:
         raise InputError(f"{source}: sample id(s) {duplicated} appear more than once; ids must be unique.")
+    _check_unique_images(sheet, source)
     if training:
         for split in ("train", "val"):
             if not (sheet["split"] == split).any():
                 raise InputError(f"{source}: no '{split}' rows; training needs at least one train and one val sample.")
     return sheet.set_index("sample", drop=False)
+
+
+def _check_unique_images(sheet: pd.DataFrame, source: str) -> None:
+    """One file, one row: the same image in two rows (say train and test) is an error."""
+    seen: dict[str, tuple[int, str, str]] = {}
+    for row, record in enumerate(sheet.itertuples(index=False), start=2):
+        key = os.path.normpath(os.path.abspath(record.image))
+        if key in seen:
+            line, sample, split = seen[key]
+            raise InputError(
+                f"{source}, lines {line} and {row}: samples {sample!r} ({split}) and {record.sample!r} "
+                f"({record.split}) name the same image {record.image}; an image belongs in one row only "
+                "(a test image that was also trained on would score too well)."
+            )
+        seen[key] = (row, record.sample, record.split)
+
+
+def rows_from_glob(pattern: str) -> pd.DataFrame:
+    """One ``predict`` row per file matching ``pattern`` (the config's ``images``).
+
+    Ids come from the file names without their suffix, with every character that ids do not
+    allow replaced by ``_``. Two files that would get the same id are an error naming both.
+    """
+    paths = sorted(glob.glob(pattern, recursive=True))
+    if not paths:
+        raise InputError(
+            f"images: {pattern!r} matches no file; check the pattern (relative to the directory Snakemake runs in)."
+        )
+    ids: dict[str, str] = {}
+    for path in paths:
+        name = Path(path).name
+        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        sample = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "image"
+        if sample in ids:
+            raise InputError(
+                f"images: {ids[sample]} and {path} would both get the sample id {sample!r}; rename one of "
+                "them, or list them in a sample sheet with ids of your own."
+            )
+        ids[sample] = path
+    return pd.DataFrame({"sample": list(ids), "image": list(ids.values()), "mask": "", "split": "predict"})
 
 
 def read_sample_sheet(path: str | os.PathLike, *, training: bool = True) -> pd.DataFrame:

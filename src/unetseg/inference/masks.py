@@ -38,6 +38,7 @@ def write_mask(
     *,
     threshold: float = 0.5,
     spatial_axes: str = "YX",
+    pixel_size: Any = None,
 ) -> tuple[int, ...]:
     """Threshold a probability map and write the mask, atomically.
 
@@ -51,6 +52,8 @@ def write_mask(
         Foreground threshold for binary models.
     spatial_axes : {"YX", "ZYX"}
         ``"YX"`` writes a 2D mask (``Z`` must be 1); ``"ZYX"`` a stack.
+    pixel_size : sequence of float, optional
+        µm per pixel, recorded in a TIFF output (Fiji and napari show micrometres).
 
     Returns
     -------
@@ -68,7 +71,7 @@ def write_mask(
             def block(z: int, rows: slice, columns: slice) -> np.ndarray:
                 return probabilities_to_labels(np.asarray(probabilities[z, :, rows, columns]), threshold)
 
-            write_tiled_tiff(tmp, block, shape, np.uint8, spatial_axes)
+            write_tiled_tiff(tmp, block, shape, np.uint8, spatial_axes, pixel_size=pixel_size)
         elif is_zarr_path(output):
             rows_per_block = probabilities.chunks[2] if hasattr(probabilities, "chunks") else TIFF_TILE
             chunks = (min(rows_per_block, height), min(TIFF_TILE * 4, width))

@@ -26,7 +26,8 @@ from unetseg.inference.masks import write_mask
 from unetseg.inference.predictor import TiledPredictor
 from unetseg.inference.scheduler import dask_client
 from unetseg.io.images import ImageSource, open_image
-from unetseg.nn.modelcard import load_model, read_card
+from unetseg.nn.card import read_card
+from unetseg.nn.modelcard import load_model
 
 __all__ = ["InferenceOptions", "check_channels", "infer_sample", "predict_image"]
 

@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from unetseg.io.pixelsize import tiff_resolution_kwargs
+
+_IMAGEJ_DTYPES = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32)}
+
 __all__ = ["atomic_path", "write_json", "write_tiled_tiff", "TIFF_TILE"]
 
 
@@ -56,12 +60,16 @@ def write_tiled_tiff(
     shape: tuple[int, ...],
     dtype: Any,
     spatial_axes: str,
+    *,
+    pixel_size: Any = None,
 ) -> None:
     """Write a ``(Y, X)`` or ``(Z, Y, X)`` image as a tiled, zlib-compressed TIFF, tile by tile.
 
     ``block(z, rows, columns)`` returns the pixels of one tile (smaller at the image edge),
     so the image never needs to be in memory. BigTIFF when the pixels exceed 2 GiB. Write
-    to a temporary path (:func:`atomic_path`) for an all-or-nothing file.
+    to a temporary path (:func:`atomic_path`) for an all-or-nothing file. With
+    ``pixel_size`` (µm per pixel, ``(Y, X)`` or ``(Z, Y, X)``) the file records it as ImageJ
+    does, so Fiji and napari show micrometres (:func:`unetseg.io.pixelsize.tiff_resolution_kwargs`).
     """
     height, width = shape[-2:]
     z_count = shape[0] if len(shape) == 3 else 1
@@ -78,8 +86,19 @@ def write_tiled_tiff(
     tifffile.imwrite(
         path, tiles(), shape=shape, dtype=dtype, tile=(TIFF_TILE, TIFF_TILE),
         bigtiff=int(np.prod(shape)) * np.dtype(dtype).itemsize > 2**31 - 2**25,
-        compression="zlib", photometric="minisblack", metadata={"axes": spatial_axes},
+        compression="zlib", photometric="minisblack", **_size_kwargs(pixel_size, dtype, spatial_axes),
     )  # fmt: skip
+
+
+def _size_kwargs(pixel_size: Any, dtype: Any, spatial_axes: str) -> dict[str, Any]:
+    """TIFF keyword arguments recording the axes and, if known, the pixel size."""
+    if pixel_size is None:
+        return {"metadata": {"axes": spatial_axes}}
+    if np.dtype(dtype) in _IMAGEJ_DTYPES:
+        kwargs = tiff_resolution_kwargs(tuple(pixel_size)[-len(spatial_axes) :])
+        return {**kwargs, "imagej": True, "metadata": {**kwargs["metadata"], "axes": spatial_axes}}
+    # Labels wider than ImageJ's types: baseline resolution tags (Y, X) only.
+    return {"metadata": {"axes": spatial_axes}, **tiff_resolution_kwargs(tuple(pixel_size)[-2:], imagej=False)}
 
 
 TIFF_TILE = 256  # TIFF tiles must be multiples of 16

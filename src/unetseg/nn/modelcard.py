@@ -9,32 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
+from unetseg.nn.card import CARD, FORMAT_VERSION, WEIGHTS, environment_versions, read_card
 from unetseg.nn.model import UNet
 
-__all__ = ["save_model", "load_model", "read_card", "environment_versions"]
-
-FORMAT_VERSION = 1
-WEIGHTS, CARD = "weights.pt", "card.json"
-
-
-def environment_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that shape a result."""
-    versions = {"python": platform.python_version()}
-    for package in ("unetseg", "torch", "numpy", "zarr", "dask", "tifffile", "scikit-image", "snakemake"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return versions
+__all__ = ["save_model", "load_model", "read_card", "environment_versions"]  # card readers re-exported
 
 
 def save_model(
@@ -57,21 +41,6 @@ def save_model(
         (tmp / CARD).write_text(json.dumps(full_card, indent=2) + "\n")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
-
-
-def read_card(directory: str | os.PathLike) -> dict[str, Any]:
-    """The model card of a model directory, checked for a format this version reads."""
-    path = Path(directory) / CARD
-    if not path.is_file():
-        raise InputError(f"{directory}: not a unetseg model directory (no {CARD}); pass results/<dataset>/model.")
-    card = json.loads(path.read_text())
-    if card.get("format_version") != FORMAT_VERSION or card.get("architecture", {}).get("name") != "UNet":
-        raise InputError(
-            f"{path}: model format {card.get('format_version')!r} / architecture "
-            f"{card.get('architecture', {}).get('name')!r} is not one this unetseg "
-            f"({FORMAT_VERSION}, UNet) can load; use the unetseg version that trained it."
-        )
-    return card
 
 
 def load_model(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> UNet:

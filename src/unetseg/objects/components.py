@@ -133,7 +133,7 @@ def _relabel(
     return lookup[labels]
 
 
-def _write_tiff(labels: da.Array, tmp: Path, output: Path, spatial_axes: str) -> None:
+def _write_tiff(labels: da.Array, tmp: Path, output: Path, spatial_axes: str, pixel_size: Any = None) -> None:
     """Write via a scratch Zarr array in TIFF tiles, so no tile is labelled twice."""
     stack = labels if labels.ndim == 3 else labels[np.newaxis]
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp") as scratch:
@@ -143,7 +143,12 @@ def _write_tiff(labels: da.Array, tmp: Path, output: Path, spatial_axes: str) ->
         )  # fmt: skip
         da.store(stack.rechunk(tiles.chunks), tiles, lock=False)
         write_tiled_tiff(
-            tmp, lambda z, rows, columns: tiles[z, rows, columns], labels.shape, labels.dtype, spatial_axes
+            tmp,
+            lambda z, rows, columns: tiles[z, rows, columns],
+            labels.shape,
+            labels.dtype,
+            spatial_axes,
+            pixel_size=pixel_size,
         )
 
 
@@ -154,6 +159,7 @@ def label_components(
     spatial_axes: str = "YX",
     chunk: int | None = None,
     connectivity: int | None = None,
+    pixel_size: Any = None,
 ) -> int:
     """Label the connected components of a mask and write the labels, atomically.
 
@@ -176,7 +182,9 @@ def label_components(
         Pixels are neighbours if they differ by 1 in at most ``connectivity``
         coordinates (as :func:`scipy.ndimage.generate_binary_structure`): 1 is
         4-connectivity in 2D (6 in 3D), ``ndim`` is 8 (26). Default ``ndim``, as the
-        object matching of the evaluation (:func:`unetseg.instances.label_objects`).
+        object matching of the evaluation (:func:`unetseg.objects.labels.label_objects`).
+    pixel_size : sequence of float, optional
+        µm per pixel, recorded in a TIFF output.
 
     Returns
     -------
@@ -224,5 +232,5 @@ def label_components(
             )  # fmt: skip
             da.store(labels.rechunk(target.chunks), target, lock=False)
         else:
-            _write_tiff(labels, tmp, output, spatial_axes)
+            _write_tiff(labels, tmp, output, spatial_axes, pixel_size)
     return int(table.max())

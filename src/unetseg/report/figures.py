@@ -39,7 +39,7 @@ TRUE_CONTOUR, PRED_CONTOUR = (0.1, 0.9, 0.2, 1.0), (1.0, 0.1, 0.9, 1.0)
 FALSE_POSITIVE, FALSE_NEGATIVE, TRUE_POSITIVE = (0.84, 0.37, 0.0, 1.0), (0.0, 0.45, 0.7, 1.0), (1.0, 0.95, 0.6, 0.45)
 
 
-def _save(fig: Any, output: str | os.PathLike) -> None:
+def save_figure(fig: Any, output: str | os.PathLike) -> None:
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -130,7 +130,7 @@ def overlay_figure(
     title = attrs["sample"] + (f"  (Dice {dice:.3f})" if dice is not None else "")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    _save(fig, output)
+    save_figure(fig, output)
 
 
 def gallery_figure(
@@ -164,7 +164,7 @@ def gallery_figure(
         axes[0, 0].text(0.5, 0.5, "no test images", ha="center", va="center")
     fig.suptitle("Worst test images by Dice (vermillion: false positive; blue: false negative)", fontsize=10)
     fig.tight_layout()
-    _save(fig, output)
+    save_figure(fig, output)
 
 
 def training_curve_figure(history_csv: str | os.PathLike, output: str | os.PathLike) -> None:
@@ -181,7 +181,7 @@ def training_curve_figure(history_csv: str | os.PathLike, output: str | os.PathL
     right.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
     right.legend()
     fig.tight_layout()
-    _save(fig, output)
+    save_figure(fig, output)
 
 
 SCORE_PANELS = (
@@ -216,7 +216,7 @@ def metric_distributions_figure(per_image_csv: str | os.PathLike, output: str | 
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Per-image scores over {len(table)} test image(s)", fontsize=11)
     fig.tight_layout()
-    _save(fig, output)
+    save_figure(fig, output)
 
 
 def instance_curve_figure(summary: dict[str, Any], output: str | os.PathLike) -> None:
@@ -242,4 +242,4 @@ def instance_curve_figure(summary: dict[str, Any], output: str | os.PathLike) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, output)
+    save_figure(fig, output)

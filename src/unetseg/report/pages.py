@@ -60,6 +60,8 @@ def data_page(preprocessed: Sequence[str | os.PathLike], splits: Sequence[str], 
     """
     rows = []
     for path, split in zip(preprocessed, splits, strict=True):
+        if not os.path.exists(path):  # a test or predict image that failed to segment
+            continue
         attrs = open_sample(path).attrs
         rows.append({
             "sample": attrs["sample"], "split": split, "image": attrs["image"], "mask": attrs["mask"] or "",

@@ -31,6 +31,7 @@ from unetseg.data.augment import AugmentConfig, augment_batch
 from unetseg.data.patches import ForegroundSampler, PatchDataset
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
+from unetseg.nn.card import WEIGHTS, read_card
 from unetseg.nn.device import pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
@@ -71,6 +72,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     foreground_share: float = 0.0
     augment: dict = field(default_factory=dict)
+    init_from: str = ""
 
 
 def _from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -326,10 +328,28 @@ def _fingerprint(
     store = zarr.open_group(str(patches), mode="r")
     data = {split: dict(store[split].attrs) for split in ("train", "val")}
     validation = [str(path) for path in val_images or []] + [border]
+    if train_cfg.init_from:  # the starting weights shape the result too
+        settings["init_from"] = hashlib.sha256((Path(train_cfg.init_from) / WEIGHTS).read_bytes()).hexdigest()
     text = json.dumps(
         {"settings": settings, "data": data, "store": dict(store.attrs), "validation": validation}, sort_keys=True
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _initialise_from(model: UNet, directory: str) -> None:
+    """Start from the weights of a trained model of the same architecture (fine-tuning)."""
+    card = read_card(directory)
+    theirs = {k: v for k, v in card["architecture"].items() if k not in ("name", "dropout")}
+    ours = {k: v for k, v in model.settings.items() if k in theirs}
+    different = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
+    if different:
+        key, (a, b) = next(iter(different.items()))
+        raise InputError(
+            f"train.init_from: {directory} has {key} = {a!r} but this training builds {b!r}; set model.{key} "
+            "as in its card (in_channels/out_channels: images with as many channels, the same classes)."
+        )
+    model.load_state_dict(torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True))
+    print(f"initialised from {directory}", file=sys.stderr)
 
 
 def _history_csv(history: list[dict[str, float]]) -> bytes:
@@ -395,6 +415,8 @@ def train_model(
             f"config 'tile.patch_size' {train_set.patch_size} does not suit a {model_cfg.padding}-padded "
             f"U-Net of depth {model_cfg.depth}; use {model.valid_input_size(train_set.patch_size)}."
         ) from None
+    if train_cfg.init_from:
+        _initialise_from(model, train_cfg.init_from)
     validator = WholeImageValidator(val_images, border=border) if val_images else None
     trainer = Trainer(model, train_set, val_set, train_cfg, validator=validator)
     if checkpoint:

@@ -1,0 +1,234 @@
+"""Segmenting a batch of images with a trained model, many images per process.
+
+One call of :meth:`BatchSegmenter.run` takes a list of samples (the ``test`` and ``predict``
+rows of a sample sheet, or the files of an ``images`` glob) through the whole chain of one
+image: preprocessing, tiled inference, the mask, instance labels, per-object measurements,
+the report's overlay and, optionally, an OME-Zarr. The model is loaded once and torch is
+imported once, so a batch of many small images costs about their forward passes rather than
+a Python start-up per image and step.
+
+Each sample's outputs are written atomically under their final names; a small state file,
+written last, records a fingerprint of everything the outputs depend on (model, options,
+input files). A later run skips samples whose state matches, so adding a row to a batch
+recomputes only the new sample, and a run killed half-way resumes where it stopped.
+
+One bad image does not sink a batch: a sample whose file cannot be read or processed is
+recorded as failed, with the reason, and the others go on. Only a full disk stops the batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from unetseg.batch.measure import measure_sample
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.data.sample import open_sample
+from unetseg.inference.masks import write_mask
+from unetseg.inference.run import InferenceOptions, check_channels
+from unetseg.io.files import write_json
+from unetseg.nn.card import read_card
+from unetseg.objects.components import label_components
+from unetseg.report.figures import overlay_figure
+
+__all__ = ["BatchSample", "SegmentSettings", "BatchSegmenter", "sample_paths"]
+
+
+@dataclass(frozen=True)
+class BatchSample:
+    """One row to segment: its id, image, ground truth (test rows) and split."""
+
+    sample: str
+    image: str
+    mask: str = ""
+    split: str = "predict"
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """What to write besides the mask, and how to read the inputs."""
+
+    results: str  # results/{dataset}
+    overlays: str | None = None  # directory of the report's overlay PNGs
+    foreground: Any = "nonzero"  # labels.foreground of test masks
+    axes: str | None = None
+    pixel_size: tuple[float, ...] | None = None  # data.pixel_size; else read from each file
+    instances: bool = True
+    measure: bool = True
+    ome_zarr: bool = False
+    probabilities_dtype: str = "uint8"
+
+
+def sample_paths(results: str | Path, sample: str) -> dict[str, Path]:
+    """Where the outputs of ``sample`` go under ``results`` (the contract's paths)."""
+    results = Path(results)
+    return {
+        "preprocessed": results / "preprocessed" / f"{sample}.zarr",
+        "mask": results / "masks" / f"{sample}.tif",
+        "instances": results / "instances" / f"{sample}.tif",
+        "measurements": results / "measurements" / f"{sample}.csv",
+        "ome_zarr": results / "ome-zarr" / f"{sample}.ome.zarr",
+        "state": results / "segment" / "state" / f"{sample}.json",
+    }
+
+
+def _identity(path: str) -> list | None:
+    if not path:
+        return None
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+class BatchSegmenter:
+    """Segments samples with one loaded model; see the module docstring.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        A model directory (weights and card).
+    options : InferenceOptions
+        Tiling and device options.
+    settings : SegmentSettings
+        Outputs and input handling.
+    """
+
+    def __init__(self, model_dir: str | Path, options: InferenceOptions, settings: SegmentSettings):
+        self.model_dir, self.options, self.settings = Path(model_dir), options, settings
+        self.card = read_card(model_dir)
+        self.predictor = options.predictor(model_dir)
+        self.threshold = self.card.get("threshold", 0.5)
+        self.percentiles = tuple(self.card["normalization"]["percentiles"])
+        digest = hashlib.sha256()
+        for name in ("weights.pt", "card.json"):
+            digest.update((self.model_dir / name).read_bytes())
+        self.model_digest = digest.hexdigest()
+
+    def fingerprint(self, sample: BatchSample) -> str:
+        """Everything a sample's outputs depend on: model, options and its input files."""
+        record = {
+            "model": self.model_digest, "options": asdict(self.options) | {"threads": None},
+            "settings": asdict(self.settings) | {"results": None}, "sample": asdict(sample),
+            "image": _identity(sample.image), "mask": _identity(sample.mask),
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+    def run(self, samples: list[BatchSample]) -> list[dict[str, Any]]:
+        """Segment every sample; one status row per sample (``ok``, ``skipped`` = up to date, ``failed``)."""
+        rows = []
+        for i, sample in enumerate(samples, start=1):
+            print(f"[{i}/{len(samples)}] {sample.sample}", file=sys.stderr)
+            rows.append(self._run_one(sample))
+        return rows
+
+    def _run_one(self, sample: BatchSample) -> dict[str, Any]:
+        paths = sample_paths(self.settings.results, sample.sample)
+        fingerprint = self.fingerprint(sample)
+        state = _read_state(paths["state"])
+        if state.get("fingerprint") == fingerprint and state.get("status") == "ok" and self._outputs_exist(sample):
+            return {**state["row"], "status": "ok"}
+        paths["state"].unlink(missing_ok=True)
+        try:
+            row = self._segment(sample, paths)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a full disk stops the batch: the next sample would fail the same way
+            row = self._failed(sample, paths, err)
+        except Exception as err:  # noqa: BLE001 - any bad input fails only its own sample
+            row = self._failed(sample, paths, err)
+        write_json(paths["state"], {"fingerprint": fingerprint, "status": row["status"], "row": row})
+        return row
+
+    def _outputs_exist(self, sample: BatchSample) -> bool:
+        paths = sample_paths(self.settings.results, sample.sample)
+        needed = ["preprocessed", "mask"]
+        needed += ["instances"] * self.settings.instances + ["measurements"] * self.settings.measure
+        needed += ["ome_zarr"] * self.settings.ome_zarr
+        overlay = [self._overlay(sample)] if self.settings.overlays else []
+        return all(paths[key].exists() for key in needed) and all(p.exists() for p in overlay)
+
+    def _overlay(self, sample: BatchSample) -> Path:
+        return Path(self.settings.overlays) / f"{sample.sample}.png"
+
+    def _failed(self, sample: BatchSample, paths: dict[str, Path], err: Exception) -> dict[str, Any]:
+        traceback.print_exc(file=sys.stderr)
+        for key in ("preprocessed", "mask", "instances", "measurements", "ome_zarr"):
+            target = paths[key]
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        if self.settings.overlays:
+            self._overlay(sample).unlink(missing_ok=True)
+        reason = f"{type(err).__name__}: {err}".replace("\t", " ").replace("\n", " ")
+        print(f"warning: sample {sample.sample} failed, the batch goes on: {reason}", file=sys.stderr)
+        return {"sample": sample.sample, "split": sample.split, "status": "failed", "error": reason,
+                "object_count": 0, "foreground_fraction": float("nan")}  # fmt: skip
+
+    def _segment(self, sample: BatchSample, paths: dict[str, Path]) -> dict[str, Any]:
+        attrs = preprocess_sample(
+            sample.sample, sample.image, paths["preprocessed"], mask_path=sample.mask or None,
+            foreground=self.settings.foreground, percentiles=self.percentiles, axes=self.settings.axes,
+            missing="fill", pixel_size=self.settings.pixel_size,
+        )  # fmt: skip
+        preprocessed = open_sample(paths["preprocessed"])
+        source = preprocessed.image
+        check_channels(self.predictor, source.shape[1], sample.image)
+        with tempfile.TemporaryDirectory(dir=paths["mask"].parent.parent, prefix=".segment-") as scratch:
+            probs = self.predictor.create_output(
+                Path(scratch) / "probabilities.zarr", (source.shape[0], *source.shape[2:])
+            )
+            self.predictor.predict(source, probs, threads=self.options.threads, progress=False,
+                                   skip_constant=self.options.skip_empty)  # fmt: skip
+            pixel_size = attrs.get("pixel_size")
+            spatial_axes = preprocessed.spatial_axes
+            write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes, pixel_size=pixel_size)
+            row = self._objects(sample, paths, spatial_axes, pixel_size)
+            if self.settings.ome_zarr:
+                self._write_ome_zarr(paths, probs, spatial_axes)
+        if self.settings.overlays:
+            overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
+        fraction = attrs.get("foreground_fraction")
+        return {"sample": sample.sample, "split": sample.split, "status": "ok", "error": "",
+                **row, **({"true_foreground_fraction": fraction} if fraction is not None else {})}  # fmt: skip
+
+    def _objects(
+        self, sample: BatchSample, paths: dict[str, Path], spatial_axes: str, pixel_size: Any
+    ) -> dict[str, Any]:
+        """Instance labels and measurements of the written mask."""
+        from unetseg.io.images import open_image
+
+        row: dict[str, Any] = {}
+        with open_image(paths["mask"], axes=spatial_axes) as mask:
+            if self.settings.instances:
+                row["object_count"] = label_components(mask.array, paths["instances"], spatial_axes=spatial_axes,
+                                                       pixel_size=pixel_size)  # fmt: skip
+        if self.settings.instances and self.settings.measure:
+            row.update(measure_sample(sample.image, paths["instances"], paths["mask"], paths["measurements"],
+                                      sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size))  # fmt: skip
+        return row
+
+    def _write_ome_zarr(self, paths: dict[str, Path], probs: Any, spatial_axes: str) -> None:
+        from unetseg.io.images import open_image
+        from unetseg.io.ngff import write_ome_zarr
+
+        with open_image(paths["mask"], axes=spatial_axes) as mask:
+            instances = open_image(paths["instances"], axes=spatial_axes) if self.settings.instances else None
+            try:
+                write_ome_zarr(paths["ome_zarr"], probabilities=probs, mask=mask.array, spatial_axes=spatial_axes,
+                               instances=None if instances is None else instances.array,
+                               dtype=self.settings.probabilities_dtype)  # fmt: skip
+            finally:
+                if instances is not None:
+                    instances.close()
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

@@ -278,3 +278,8 @@ def get_manifests(splits=("test", "predict")):
 
 def get_measurement_tables():
     return [f"{RESULTS}/measurements/{s}.csv" for s in APPLY]
+
+
+def get_results_directory(wildcards, output):
+    """results/{dataset}, from a batch manifest's path (results/{dataset}/segment/...)."""
+    return str(Path(output.manifest).parents[1])

@@ -29,7 +29,7 @@ rule segment:
         runtime=per_attempt(60),
     params:
         samples=get_segment_samples,
-        results=RESULTS,
+        results=get_results_directory,
         options=get_segment_options(),
     shell:
         "unetseg segment --model {input.model} --samples {params.samples:q} --results {params.results}"

@@ -3,7 +3,8 @@
 #   snakemake --cores 8 --resources gpu=1 [--configfile my_config.yaml]
 #
 # Stages, one file each under workflow/rules/: demo data, preprocess, tile, train,
-# infer (+ stitch), evaluate, report. All logic lives in the unetseg package (src/unetseg).
+# segment (test and predict images in batches: preprocess, infer, mask, instances,
+# measurements), evaluate, report. All logic lives in the unetseg package (src/unetseg).
 
 from snakemake.utils import min_version
 

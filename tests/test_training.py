@@ -14,7 +14,7 @@ from unetseg.data.patches import PatchDataset, patch_origins
 from unetseg.errors import InputError
 from unetseg.nn.losses import SegmentationLoss, soft_dice_loss
 from unetseg.nn.modelcard import read_card
-from unetseg.training.trainer import train_model
+from unetseg.training.run import train_model
 
 MODEL = {"depth": 2, "base_channels": 4}
 TRAIN = {"epochs": 2, "batch_size": 4, "max_minutes": 5, "seed": 3}

@@ -111,7 +111,7 @@ def test_own_data_with_stacks_zarr_and_listed_foreground_values(tmp_path):
     tifffile.imwrite(data / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
     rows.append(("stack", "data/stack.tif", "", "predict"))
     pd.DataFrame(rows, columns=["sample", "image", "mask", "split"]).to_csv(root / "sheet.tsv", sep="\t", index=False)
-    inference = {"tile": 32, "blend": "gaussian", "instances": True, "ome_zarr": True}
+    inference = {"tile": 32, "blend": "gaussian", "instances": True, "ome_zarr": True, "min_object_size": 0}
     config = write_config(root, dataset="own", samples="sheet.tsv", labels={"foreground": [7]}, inference=inference)
     snakemake(root, "--configfile", config.name)
 

@@ -73,9 +73,12 @@ def load_sample_sheet():
         )
     elif USES_DEMO:
         counts = {k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")}
-        sheet = check_sample_sheet(
-            demo_sample_sheet(DEMO["directory"], **counts), config["samples"]
-        )
+        rows = demo_sample_sheet(DEMO["directory"], **counts)
+        if config["images"]:
+            rows = pd.concat(
+                [rows, rows_from_glob(config["images"])], ignore_index=True
+            )
+        sheet = check_sample_sheet(rows, config["samples"])
     else:
         sheet = read_sample_sheet(config["samples"], training=training)
         if config["images"]:
@@ -194,7 +197,8 @@ MODEL_CARD = as_json(
                 for s in samples_of("train", "val")
             },
         },
-        "config": {key: config[key] for key in ("dataset", "samples", *MODEL_SECTIONS)},
+        "config": {key: config[key] for key in ("dataset", "samples", *MODEL_SECTIONS)}
+        | {"data": {"axes": config["data"]["axes"]}},
     }
 )
 
@@ -248,6 +252,8 @@ def get_segment_options():
         f"--border {inference['border']} --device {inference['device']}",
         f"--blend {inference['blend']} --overlap {inference['overlap']}",
         f"--probabilities-dtype {inference['probabilities_dtype']}",
+        f"--min-size {inference['min_object_size']}",
+        f"--dask-scheduler {inference['dask_scheduler']}",
         f"--foreground {as_json(config['labels']['foreground'])!r} --axes {config['data']['axes']}",
     ]
     flags = {

@@ -18,7 +18,8 @@ rule preprocess:
         foreground=as_json(config["labels"]["foreground"]),
         percentiles=config["preprocess"]["percentiles"],
         axes=config["data"]["axes"],
+        separate="" if config["labels"]["separate_touching"] else "--no-separate",
     shell:
         "unetseg preprocess --sample {wildcards.sample} --image {input.image} {params.mask}"
         " --output {output} --foreground {params.foreground:q} --axes {params.axes}"
-        " --percentiles {params.percentiles} 2> {log}"
+        " --percentiles {params.percentiles} {params.separate} 2> {log}"

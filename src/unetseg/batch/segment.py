@@ -34,6 +34,7 @@ from unetseg.data.preprocess import preprocess_sample
 from unetseg.data.sample import open_sample
 from unetseg.inference.masks import write_mask
 from unetseg.inference.run import InferenceOptions, check_channels
+from unetseg.inference.scheduler import dask_client
 from unetseg.io.files import write_json
 from unetseg.nn.card import read_card
 from unetseg.objects.components import label_components
@@ -65,6 +66,7 @@ class SegmentSettings:
     measure: bool = True
     ome_zarr: bool = False
     probabilities_dtype: str = "uint8"
+    min_size: int = 0  # objects of fewer pixels are dropped from the instance labels
 
 
 def sample_paths(results: str | Path, sample: str) -> dict[str, Path]:
@@ -100,8 +102,16 @@ class BatchSegmenter:
         Outputs and input handling.
     """
 
-    def __init__(self, model_dir: str | Path, options: InferenceOptions, settings: SegmentSettings):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        options: InferenceOptions,
+        settings: SegmentSettings,
+        *,
+        scheduler: str | None = None,
+    ):
         self.model_dir, self.options, self.settings = Path(model_dir), options, settings
+        self.scheduler, self.client = scheduler, None
         self.card = read_card(model_dir)
         self.predictor = options.predictor(model_dir)
         self.threshold = self.card.get("threshold", 0.5)
@@ -121,11 +131,12 @@ class BatchSegmenter:
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self, samples: list[BatchSample]) -> list[dict[str, Any]]:
-        """Segment every sample; one status row per sample (``ok``, ``skipped`` = up to date, ``failed``)."""
+        """Segment every sample; one status row per sample (``ok`` or ``failed``)."""
         rows = []
-        for i, sample in enumerate(samples, start=1):
-            print(f"[{i}/{len(samples)}] {sample.sample}", file=sys.stderr)
-            rows.append(self._run_one(sample))
+        with dask_client(self.scheduler, workers=self.options.threads or 2) as self.client:
+            for i, sample in enumerate(samples, start=1):
+                print(f"[{i}/{len(samples)}] {sample.sample}", file=sys.stderr)
+                rows.append(self._run_one(sample))
         return rows
 
     def _run_one(self, sample: BatchSample) -> dict[str, Any]:
@@ -133,6 +144,10 @@ class BatchSegmenter:
         fingerprint = self.fingerprint(sample)
         state = _read_state(paths["state"])
         if state.get("fingerprint") == fingerprint and state.get("status") == "ok" and self._outputs_exist(sample):
+            # Up to date. The overlays are the job's directory output, which Snakemake
+            # empties before every run: draw the missing one again, from the files kept.
+            if self.settings.overlays and not self._overlay(sample).exists():
+                overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
             return {**state["row"], "status": "ok"}
         paths["state"].unlink(missing_ok=True)
         try:
@@ -151,8 +166,7 @@ class BatchSegmenter:
         needed = ["preprocessed", "mask"]
         needed += ["instances"] * self.settings.instances + ["measurements"] * self.settings.measure
         needed += ["ome_zarr"] * self.settings.ome_zarr
-        overlay = [self._overlay(sample)] if self.settings.overlays else []
-        return all(paths[key].exists() for key in needed) and all(p.exists() for p in overlay)
+        return all(paths[key].exists() for key in needed)
 
     def _overlay(self, sample: BatchSample) -> Path:
         return Path(self.settings.overlays) / f"{sample.sample}.png"
@@ -183,7 +197,7 @@ class BatchSegmenter:
                 Path(scratch) / "probabilities.zarr", (source.shape[0], *source.shape[2:])
             )
             self.predictor.predict(source, probs, threads=self.options.threads, progress=False,
-                                   skip_constant=self.options.skip_empty)  # fmt: skip
+                                   skip_constant=self.options.skip_empty, client=self.client)  # fmt: skip
             pixel_size = attrs.get("pixel_size")
             spatial_axes = preprocessed.spatial_axes
             write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes, pixel_size=pixel_size)
@@ -205,8 +219,10 @@ class BatchSegmenter:
         row: dict[str, Any] = {}
         with open_image(paths["mask"], axes=spatial_axes) as mask:
             if self.settings.instances:
-                row["object_count"] = label_components(mask.array, paths["instances"], spatial_axes=spatial_axes,
-                                                       pixel_size=pixel_size)  # fmt: skip
+                row["object_count"] = label_components(
+                    mask.array, paths["instances"], spatial_axes=spatial_axes, pixel_size=pixel_size,
+                    min_size=self.settings.min_size,
+                )  # fmt: skip
         if self.settings.instances and self.settings.measure:
             row.update(measure_sample(sample.image, paths["instances"], paths["mask"], paths["measurements"],
                                       sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size))  # fmt: skip

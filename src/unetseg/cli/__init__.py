@@ -4,6 +4,6 @@ Every Snakemake rule runs one of these subcommands; ``unetseg predict`` segments
 image of any size with a trained model, outside the workflow.
 """
 
-from unetseg.cli.main import main
+from unetseg.cli.app import main
 
 __all__ = ["main"]

@@ -17,11 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--foreground", type=foreground, default="nonzero", help='"nonzero" or a JSON list, e.g. [0]')
     p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.8))
     p.add_argument("--axes", default=None)
+    p.add_argument("--no-separate", action="store_true",
+                   help="learn the plain foreground, touching objects not kept apart (labels.separate_touching: false)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     attrs = preprocess_sample(
         args.sample, args.image, args.output, mask_path=args.mask or None, foreground=args.foreground,
-        percentiles=tuple(args.percentiles), axes=args.axes,
+        percentiles=tuple(args.percentiles), axes=args.axes, separate=not args.no_separate,
     )  # fmt: skip
     print(f"{args.sample}: axes {attrs['source_axes']}, spatial shape {attrs['spatial_shape']}", file=sys.stderr)

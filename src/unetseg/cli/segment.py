@@ -24,8 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel-size", type=float, nargs="+", default=None, help="µm per pixel (Y X or Z Y X)")
     p.add_argument("--no-instances", action="store_true", help="write no instance labels (and no measurements)")
     p.add_argument("--no-measure", action="store_true", help="write no per-object measurements")
+    p.add_argument("--min-size", type=int, default=0, help="drop objects of fewer pixels from the instance labels")
     p.add_argument("--ome-zarr", action="store_true", help="also write results/<dataset>/ome-zarr/<sample>.ome.zarr")
     p.add_argument("--probabilities-dtype", choices=("uint8", "float16", "float32"), default="uint8")
+    p.add_argument("--dask-scheduler", default=None,
+                   help="'threads' (default), 'local' or a dask.distributed scheduler address")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -34,10 +37,11 @@ def run(args: argparse.Namespace) -> None:
         axes=None if args.axes in (None, "auto") else args.axes,
         pixel_size=tuple(args.pixel_size) if args.pixel_size else None, instances=not args.no_instances,
         measure=not (args.no_measure or args.no_instances), ome_zarr=args.ome_zarr,
-        probabilities_dtype=args.probabilities_dtype,
+        probabilities_dtype=args.probabilities_dtype, min_size=args.min_size,
     )  # fmt: skip
     samples = [BatchSample(**row) for row in args.samples]
-    rows = BatchSegmenter(args.model, inference_options(args), settings).run(samples)
+    segmenter = BatchSegmenter(args.model, inference_options(args), settings, scheduler=args.dask_scheduler)
+    rows = segmenter.run(samples)
     write_manifest(rows, args.manifest)
     failed = [row["sample"] for row in rows if row["status"] == "failed"]
     note = f"; failed: {', '.join(failed)} (reasons in the manifest and this log)" if failed else ""

@@ -8,7 +8,7 @@ import sys
 
 from unetseg.cli.options import json_value
 from unetseg.report.provenance import collect_provenance
-from unetseg.training.trainer import train_model
+from unetseg.training.run import train_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

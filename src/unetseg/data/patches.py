@@ -47,11 +47,15 @@ def patch_origins(n: int, patch: int, stride: int) -> list[int]:
 
 def _plane_weights(sample: PreprocessedSample, z: int, weight_map: dict) -> np.ndarray:
     """The paper's weight map of plane ``z`` (computed on the whole plane, then cut)."""
-    truth = sample.mask.read(z)[0] > 0
+    truth = sample.target.read(z)[0] > 0
     if weight_map.get("objects", "foreground") == "background":
-        objects = label_objects(~truth)  # e.g. the cells that membranes enclose
+        # The cells that membranes enclose, 4-connected as the region scores count them
+        # (a one-pixel diagonal membrane separates two cells).
+        objects = label_objects(~truth, connectivity=1)
     else:
-        objects = sample.objects.read(z)[0]  # the mask's instance ids, stored at preprocessing
+        # The instance ids where the target keeps them: touching objects are apart, so the
+        # border term peaks on the lines between them.
+        objects = np.where(truth, sample.objects.read(z)[0], 0)
     return unet_weight_map(truth, objects, w0=weight_map.get("w0", 10.0), sigma=weight_map.get("sigma", 5.0))
 
 
@@ -59,7 +63,7 @@ def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None
     sample = open_sample(path)
     if not sample.has_mask:
         raise InputError(f"{path}: sample {sample.name!r} has no mask; training and validation samples need one.")
-    image, mask, attrs = sample.image, sample.mask, sample.attrs
+    image, mask, attrs = sample.image, sample.target, sample.attrs
     z_count, _, height, width = image.shape
     out: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
     for z in range(z_count):

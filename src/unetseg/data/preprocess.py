@@ -17,6 +17,7 @@ import zarr
 from unetseg.data.masks import foreground_mask
 from unetseg.data.normalize import check_finite, normalize, percentile_stats
 from unetseg.data.sample import FORMAT
+from unetseg.data.targets import separated_foreground
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image, read_mask
@@ -84,6 +85,7 @@ def preprocess_sample(
     chunk: int = 256,
     missing: str = "error",
     pixel_size: Any = None,
+    separate: bool = True,
 ) -> dict[str, Any]:
     """Check one sample, normalise it and write it as a preprocessed Zarr group.
 
@@ -94,6 +96,8 @@ def preprocess_sample(
     always), set to :data:`MISSING_FILL` after normalisation, counted in the attributes
     (``nonfinite_pixels``) and named in a warning. ``pixel_size`` (µm, ``(Y, X)`` or
     ``(Z, Y, X)``) overrides what the image file records; either is stored in the attributes.
+    With ``separate`` and a mask of instance ids, the training target keeps touching objects
+    apart (:func:`unetseg.data.targets.separated_foreground`; ``labels.separate_touching``).
 
     Returns
     -------
@@ -122,13 +126,16 @@ def preprocess_sample(
                 "stats": [list(s) for s in stats],
             },
         }
-        truth = None
+        truth = target = None
         if mask_path:
             raw = read_mask(mask_path, source.spatial_shape)
             _check_mask_values(raw, mask_path)
             truth = foreground_mask(raw, foreground).reshape(source.shape[0], *source.shape[2:])
             objects = _true_objects(raw.reshape(truth.shape), foreground)
             attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
+            # Touching objects apart in what the network learns (the stored mask stays the truth).
+            if separate and attrs["instance_ids"]:
+                target = np.stack([separated_foreground(plane) for plane in objects])
             attrs["foreground_fraction"] = float(truth.mean())
             if not truth.any():
                 print(
@@ -151,5 +158,7 @@ def preprocess_sample(
                 chunks = (1, *group["image"].chunks[2:])
                 group.create_array("mask", data=truth.astype(np.uint8), chunks=chunks)
                 group.create_array("objects", data=objects, chunks=chunks)
+                if target is not None:
+                    group.create_array("target", data=target.astype(np.uint8), chunks=chunks)
             group.attrs["unetseg"] = attrs
     return attrs

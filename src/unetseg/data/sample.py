@@ -9,6 +9,9 @@ A preprocessed sample is a Zarr group with
 ``objects`` : (Z, Y, X) int32, optional (with ``mask``)
     The true objects of each plane: the mask's own instance ids where it holds them,
     else the connected components of the foreground.
+``target`` : (Z, Y, X) uint8, optional (masks with instance ids)
+    What the network learns: ``mask`` with a one-pixel background line between touching
+    objects (:mod:`unetseg.data.targets`). Without instance ids the target is ``mask``.
 
 and attributes under ``"unetseg"`` recording the sample, its source files, axes, spatial
 shape, the normalisation applied and whether ``objects`` are instance ids. 2D images have
@@ -66,6 +69,11 @@ class PreprocessedSample:
     def mask(self) -> ImageSource:
         """Foreground of the ground truth, ``(Z, 1, Y, X)`` of 0/1."""
         return ImageSource(self._array("mask"), "ZYX", self.path)
+
+    @property
+    def target(self) -> ImageSource:
+        """Training target, ``(Z, 1, Y, X)`` of 0/1: touching objects separated."""
+        return ImageSource(self._array("target" if "target" in self.group else "mask"), "ZYX", self.path)
 
     @property
     def objects(self) -> ImageSource:

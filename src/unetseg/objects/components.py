@@ -73,10 +73,14 @@ def _lazy_mask(mask: Any, spatial_axes: str, chunk: int, output: Path) -> da.Arr
     return blocks[0] if squeeze else blocks
 
 
-def _label_faces(block: np.ndarray, structure: np.ndarray) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
-    """A block's number of labels and, per axis, its labels on the first and last plane."""
+def _label_faces(
+    block: np.ndarray, structure: np.ndarray
+) -> tuple[int, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """A block's number of labels, per axis its labels on the first and last plane, and the
+    pixel count of each label."""
     labels, count = ndi.label(block, structure=structure)
-    return count, [(labels.take(0, axis=a), labels.take(-1, axis=a)) for a in range(block.ndim)]
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return count, [(labels.take(0, axis=a), labels.take(-1, axis=a)) for a in range(block.ndim)], sizes
 
 
 def _joined(faces: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +127,17 @@ def _merge_table(
     return np.where(table == background, 0, np.where(table == 0, background, table))
 
 
+def _drop_small(table: np.ndarray, sizes: np.ndarray, min_size: int) -> np.ndarray:
+    """``table`` with objects of fewer than ``min_size`` pixels mapped to 0, the rest
+    renumbered 1..n in their order. ``sizes[i]`` is the pixel count of global block label
+    ``i + 1``."""
+    totals = np.bincount(table[1:], weights=sizes, minlength=int(table.max()) + 1)
+    keep = totals >= min_size
+    keep[0] = False
+    renumber = np.cumsum(keep) * keep
+    return renumber[table]
+
+
 def _relabel(
     block: np.ndarray, structure: np.ndarray, table: np.ndarray, offsets: np.ndarray, block_info: dict
 ) -> np.ndarray:
@@ -160,6 +175,7 @@ def label_components(
     chunk: int | None = None,
     connectivity: int | None = None,
     pixel_size: Any = None,
+    min_size: int = 0,
 ) -> int:
     """Label the connected components of a mask and write the labels, atomically.
 
@@ -185,6 +201,9 @@ def label_components(
         object matching of the evaluation (:func:`unetseg.objects.labels.label_objects`).
     pixel_size : sequence of float, optional
         µm per pixel, recorded in a TIFF output.
+    min_size : int
+        Objects of fewer pixels are dropped (set to 0); the others keep ids ``1..n``.
+        Sizes are summed over blocks, so an object cut by chunk borders counts whole.
 
     Returns
     -------
@@ -212,15 +231,17 @@ def label_components(
     blocks = _lazy_mask(mask, spatial_axes, chunk, output)
     structure = ndi.generate_binary_structure(ndim, connectivity)
     summaries = dask.compute(*(dask.delayed(_label_faces)(b, structure) for b in blocks.to_delayed().ravel()))
-    counts = np.array([count for count, _ in summaries], dtype=np.int64).reshape(blocks.numblocks)
+    counts = np.array([count for count, _, _ in summaries], dtype=np.int64).reshape(blocks.numblocks)
     if counts.sum() > MAX_LABELS:
         raise InputError(
             f"{output}: the mask ({_name(mask)}) has {counts.sum()} connected pieces "
             f"(counted block by block), more than int32 labels hold ({MAX_LABELS}); split "
             "the image into parts and label them separately."
         )
-    faces = dict(zip(np.ndindex(*blocks.numblocks), (f for _, f in summaries)))
+    faces = dict(zip(np.ndindex(*blocks.numblocks), (f for _, f, _ in summaries)))
     table = _merge_table(counts, faces, blocks.chunks, structure)
+    if min_size > 1:
+        table = _drop_small(table, np.concatenate([s for _, _, s in summaries]), min_size)
     offsets = _offsets(counts)
     labels = blocks.map_blocks(_relabel, structure, table, offsets, dtype=np.uint32)
     with atomic_path(output) as tmp:

@@ -13,15 +13,16 @@ from unetseg.data.masks import foreground_mask
 __all__ = ["label_objects", "has_instance_ids", "true_instances"]
 
 
-def label_objects(mask: ArrayLike) -> np.ndarray:
-    """Connected components of a binary mask (nonzero = foreground), full connectivity.
+def label_objects(mask: ArrayLike, *, connectivity: int | None = None) -> np.ndarray:
+    """Connected components of a binary mask (nonzero = foreground), full connectivity
+    unless ``connectivity`` says otherwise (1: 4-neighbours in 2D).
 
     Returns
     -------
     (...) ndarray of int32
         0 = background, 1..n = objects.
     """
-    return label(np.asarray(mask) != 0, connectivity=np.ndim(mask)).astype(np.int32)
+    return label(np.asarray(mask) != 0, connectivity=connectivity or np.ndim(mask)).astype(np.int32)
 
 
 def has_instance_ids(mask: ArrayLike, foreground: str | Sequence[int] = "nonzero") -> bool:

@@ -68,9 +68,9 @@ def _check(labels: Any, image: Any, pixel_size: Any, channel_names: Any) -> tupl
 
 
 def _intensity_stats(region: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Mean, min and max of one object's non-NaN intensities as float64 (NaN if none)."""
+    """Mean, min and max of one object's finite intensities as float64 (NaN if none)."""
     values = np.asarray(intensity[region], dtype=np.float64)
-    values = values[~np.isnan(values)]
+    values = values[np.isfinite(values)]
     if not values.size:
         return np.full(3, np.nan)
     return np.array([values.sum() / values.size, values.min(), values.max()])
@@ -159,7 +159,7 @@ def _block_stats(labels: np.ndarray, image: np.ndarray | None, origin: Sequence[
         stats.update({f"{key}_{i}": op.reduceat(coords, starts) for op, key in _REDUCTIONS})
     if image is not None:
         pixels = image[(slice(None), *index)][:, order].astype(np.float64)  # (C, pixels)
-        valid = ~np.isnan(pixels)
+        valid = np.isfinite(pixels)  # NaN and infinite pixels are missing data
         for (op, key), fill in zip(_REDUCTIONS, (0.0, np.inf, -np.inf)):
             reduced = op.reduceat(np.where(valid, pixels, fill), starts, axis=1)
             stats.update({f"i{key}_{c}": channel for c, channel in enumerate(reduced)})

@@ -49,7 +49,7 @@ class WholeImageValidator:
         self.samples = []
         for path in samples:
             sample = open_sample(path)
-            self.samples.append((sample.image, sample.mask))
+            self.samples.append((sample.image, sample.target))
         self.tile, self.border = tile, border
 
     def histograms(self, model: UNet, *, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:

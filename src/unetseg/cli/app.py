@@ -1,7 +1,7 @@
 """Entry point: a parser with one subcommand per module of this package.
 
 Only the module of the command being run is imported, so a command that needs neither torch
-nor dask (``preprocess``, ``stitch``, ``instances``...) starts without loading them.
+nor dask (``preprocess``, ``figure``, ``summarize``...) starts without loading them.
 """
 
 from __future__ import annotations

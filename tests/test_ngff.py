@@ -208,3 +208,18 @@ def test_pyramid_shapes():
     assert pyramid_shapes((2, 1000, 300), 256) == [(2, 1000, 300), (2, 500, 150)]
     assert pyramid_shapes((1, 256, 4096), 256) == [(1, 256, 4096)]
     assert pyramid_shapes((1, 9, 9), 1) == [(1, 9, 9), (1, 4, 4), (1, 2, 2), (1, 1, 1)]
+
+
+def test_pixel_size_becomes_the_scale_of_every_level(tmp_path):
+    from unetseg.io.pixelsize import read_pixel_size
+
+    probabilities = np.random.default_rng(0).random((1, 1, 600, 700)).astype(np.float32)
+    mask = (probabilities[0, 0] > 0.5).astype(np.uint8)
+    path = ngff.write_ome_zarr(tmp_path / "s.ome.zarr", probabilities=probabilities, mask=mask,
+                               pixel_size=(0.5, 0.25), min_level_size=128)  # fmt: skip
+    assert read_pixel_size(path) == pytest.approx((0.5, 0.25))
+    for group in (zarr.open_group(str(path)), zarr.open_group(str(path / "labels" / "mask"))):
+        multiscale = group.attrs["ome"]["multiscales"][0]
+        assert [a.get("unit") for a in multiscale["axes"]] == [None, "micrometer", "micrometer"]
+        level1 = multiscale["datasets"][1]["coordinateTransformations"][0]["scale"]
+        assert level1 == pytest.approx([1.0, 1.0, 0.5])  # half the pixels per axis, twice the size

@@ -203,7 +203,7 @@ class BatchSegmenter:
             write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes, pixel_size=pixel_size)
             row = self._objects(sample, paths, spatial_axes, pixel_size)
             if self.settings.ome_zarr:
-                self._write_ome_zarr(paths, probs, spatial_axes)
+                self._write_ome_zarr(paths, probs, spatial_axes, pixel_size)
         if self.settings.overlays:
             overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
         fraction = attrs.get("foreground_fraction")
@@ -228,7 +228,7 @@ class BatchSegmenter:
                                       sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size))  # fmt: skip
         return row
 
-    def _write_ome_zarr(self, paths: dict[str, Path], probs: Any, spatial_axes: str) -> None:
+    def _write_ome_zarr(self, paths: dict[str, Path], probs: Any, spatial_axes: str, pixel_size: Any) -> None:
         from unetseg.io.images import open_image
         from unetseg.io.ngff import write_ome_zarr
 
@@ -237,7 +237,7 @@ class BatchSegmenter:
             try:
                 write_ome_zarr(paths["ome_zarr"], probabilities=probs, mask=mask.array, spatial_axes=spatial_axes,
                                instances=None if instances is None else instances.array,
-                               dtype=self.settings.probabilities_dtype)  # fmt: skip
+                               dtype=self.settings.probabilities_dtype, pixel_size=pixel_size)  # fmt: skip
             finally:
                 if instances is not None:
                     instances.close()

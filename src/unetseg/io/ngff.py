@@ -46,6 +46,7 @@ with warnings.catch_warnings():
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import is_zarr_path
+from unetseg.io.pixelsize import ngff_axes, ngff_scale
 
 __all__ = ["PROBABILITY_DTYPES", "write_ome_zarr", "pyramid_shapes"]
 
@@ -152,6 +153,16 @@ def _omero(classes: int, dtype: str) -> dict[str, Any]:
     return {"channels": channels, "rdefs": {"model": "color"}}
 
 
+def _placement(axes: list[str], pixel_size: Any) -> dict[str, Any]:
+    """``axes`` and, with a pixel size, its physical size and unit (each level's scale
+    follows from the level's shape)."""
+    if pixel_size is None:
+        return {"axes": axes}
+    spatial = [a for a in axes if a in "zyx"]
+    sizes = dict(zip(spatial, ngff_scale(tuple(pixel_size)[-len(spatial) :], spatial)))
+    return {"axes": axes, "scale": sizes, "axes_units": {a: ngff_axes(a)[0]["unit"] for a in spatial}}
+
+
 def write_ome_zarr(
     path: str | os.PathLike,
     *,
@@ -162,6 +173,7 @@ def write_ome_zarr(
     dtype: str = "float16",
     chunk: int = 512,
     min_level_size: int = 256,
+    pixel_size: Any = None,
 ) -> Path:
     """Write probabilities, mask and instance ids as one OME-Zarr store, atomically.
 
@@ -184,6 +196,9 @@ def write_ome_zarr(
         Chunk edge in ``Y`` and ``X`` (one channel and one plane per chunk).
     min_level_size : int
         The pyramid stops at the first level whose smaller side is at most this.
+    pixel_size : sequence of float, optional
+        µm per pixel, ``(Y, X)`` or ``(Z, Y, X)``: the spatial axes get the unit micrometer
+        and every level a ``scale`` transformation, so napari shows micrometres.
 
     Inputs are read lazily: Zarr arrays chunk by chunk, so they may be larger than memory.
     At least one of ``probabilities``, ``mask`` and ``instances`` is needed; all must have
@@ -226,8 +241,10 @@ def write_ome_zarr(
                 f"{image.shape[1:]}; all inputs must come from the same image."
             )
 
-    levels = len(pyramid_shapes(image.shape, min_level_size))
+    shapes = pyramid_shapes(image.shape, min_level_size)
+    levels = len(shapes)
     axes = ["c", "y", "x"] if spatial_axes == "YX" else ["c", "z", "y", "x"]
+    placement = _placement(axes, pixel_size)
     with atomic_path(path) as tmp:
         root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
         if content == "probabilities":
@@ -235,12 +252,12 @@ def write_ome_zarr(
             extra = {"metadata": {"omero": _omero(image.shape[0], dtype)}}
         else:
             pyramid, extra = _label_pyramid(image, levels, chunk), {}
-        write_multiscale(pyramid, root, axes=axes, name=content, **extra)
+        write_multiscale(pyramid, root, name=content, **placement, **extra)
         scale = 1 / 255 if content == "probabilities" and dtype == "uint8" else 1.0
         root.attrs["unetseg"] = {"content": content, "scale": scale, "spatial_axes": spatial_axes}
         for name, array in labels.items():
             write_multiscale_labels(
-                _label_pyramid(array, levels, chunk), root, name=name, axes=axes,
+                _label_pyramid(array, levels, chunk), root, name=name, **placement,
                 label_metadata={"source": {"image": "../../"}},
             )  # fmt: skip
     return path

@@ -286,6 +286,11 @@ def get_measurement_tables():
     return [f"{RESULTS}/measurements/{s}.csv" for s in APPLY]
 
 
+def get_init_from():
+    """The model that training starts from (train.init_from), as an input: new weights there retrain."""
+    return [config["train"]["init_from"]] if config["train"]["init_from"] else []
+
+
 def get_results_directory(wildcards, output):
     """results/{dataset}, from a batch manifest's path (results/{dataset}/segment/...)."""
     return str(Path(output.manifest).parents[1])

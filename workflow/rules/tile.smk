@@ -18,6 +18,8 @@ rule tile:
         patch_size=config["tile"]["patch_size"],
         weight_map=get_weight_map_args(),
         model=as_json(config["model"]),
+        # Which samples are train and which val: swapping them changes no input file.
+        splits=as_json({"train": samples_of("train"), "val": samples_of("val")}),
     shell:
         "unetseg tile --train {input.train} --val {input.val} --output {output}"
         " --patch-size {params.patch_size} --model-settings {params.model:q} {params.weight_map} 2> {log}"

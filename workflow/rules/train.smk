@@ -5,6 +5,7 @@ rule train:
     input:
         patches=f"{RESULTS}/tiles/patches.zarr",
         val=get_preprocessed(samples_of("val")),
+        init_from=get_init_from(),
     output:
         directory(f"{RESULTS}/model"),
     log:

@@ -86,7 +86,8 @@ def _identity(path: str) -> list | None:
     if not path:
         return None
     stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    # The path as given (relative in the workflow), so that a moved project stays up to date.
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 class BatchSegmenter:
@@ -179,6 +180,8 @@ class BatchSegmenter:
         if self.settings.overlays:
             self._overlay(sample).unlink(missing_ok=True)
         reason = f"{type(err).__name__}: {err}".replace("\t", " ").replace("\n", " ")
+        if sample.image not in reason:  # e.g. a decoder's message about a truncated file
+            reason = f"{sample.image}: {reason}; check that the file opens in Fiji, or export it again"
         print(f"warning: sample {sample.sample} failed, the batch goes on: {reason}", file=sys.stderr)
         return {"sample": sample.sample, "split": sample.split, "status": "failed", "error": reason,
                 "object_count": 0, "foreground_fraction": float("nan")}  # fmt: skip

@@ -10,7 +10,7 @@ A preprocessed sample is a Zarr group with
     The true objects of each plane: the mask's own instance ids where it holds them,
     else the connected components of the foreground.
 ``target`` : (Z, Y, X) uint8, optional (masks with instance ids)
-    What the network learns: ``mask`` with a one-pixel background line between touching
+    What the network learns: ``mask`` with a two-pixel background line between touching
     objects (:mod:`unetseg.data.targets`). Without instance ids the target is ``mask``.
 
 and attributes under ``"unetseg"`` recording the sample, its source files, axes, spatial

@@ -3,9 +3,14 @@
 When a mask holds instance ids, two objects that touch would merge in a plain foreground
 target, and so would the network's predictions. :func:`separated_foreground` puts a line
 of background between them: a pixel of an object becomes background when one of its eight
-neighbours belongs to another object with a lower id. The line is one pixel wide, and what
-remains of two touching objects is not 8-connected, so connected components of a perfect
-prediction recover every object.
+neighbours belongs to another object. The line is two pixels wide (one on each side of the
+contact), and what remains of two touching objects is not 8-connected, so connected
+components of a perfect prediction recover every object.
+
+Measured on the demo's test split (README): a one-pixel line (``both_sides=False``, only
+the object with the higher id gives up its contact pixels) was not learnt by the demo's
+network in its 40 epochs, with or without the weight map (AP at IoU 0.5 of 0.26 and 0.33);
+the two-pixel line with the weight map gave 0.86.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from scipy import ndimage as ndi
 __all__ = ["touching_pixels", "separated_foreground"]
 
 
-def touching_pixels(objects: ArrayLike) -> np.ndarray:
-    """Pixels of an object that have an 8-neighbour (26 in 3D) of another object with a lower id.
+def touching_pixels(objects: ArrayLike, *, both_sides: bool = True) -> np.ndarray:
+    """Pixels of an object that have an 8-neighbour (26 in 3D) of another object (with
+    ``both_sides=False``: of another object with a lower id).
 
     Parameters
     ----------
@@ -36,11 +42,15 @@ def touching_pixels(objects: ArrayLike) -> np.ndarray:
     # Background counts as "no lower id": give it a value above every id.
     raised = np.where(inside, objects, objects.max() + 1)
     lowest = ndi.minimum_filter(raised, size=3, mode="nearest")
-    return inside & (lowest < objects)
+    if not both_sides:
+        return inside & (lowest < objects)
+    highest = ndi.maximum_filter(objects, size=3, mode="nearest")
+    return inside & ((lowest < objects) | (highest > objects))
 
 
-def separated_foreground(objects: ArrayLike) -> np.ndarray:
-    """The foreground of ``objects`` with a one-pixel background line between touching objects.
+def separated_foreground(objects: ArrayLike, *, both_sides: bool = True) -> np.ndarray:
+    """The foreground of ``objects`` with a background line between touching objects (two
+    pixels wide; one with ``both_sides=False``).
 
     Parameters
     ----------
@@ -52,4 +62,4 @@ def separated_foreground(objects: ArrayLike) -> np.ndarray:
     (Y, X) ndarray of bool
     """
     objects = np.asarray(objects)
-    return (objects > 0) & ~touching_pixels(objects)
+    return (objects > 0) & ~touching_pixels(objects, both_sides=both_sides)

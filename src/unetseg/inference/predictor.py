@@ -274,6 +274,8 @@ class TiledPredictor:
             print(f"resuming: {len(finished)} of {z_count * len(tiles)} tiles already done", file=sys.stderr)
         threads = threads or os.cpu_count() or 1
         workers = min(2, threads) if self.device.type == "cpu" else 2
+        # One tile in all (a small image): one worker, and torch gets every thread.
+        workers = max(1, min(workers, z_count * len(tiles) - len(finished)))
         previous_threads = torch.get_num_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, threads // workers))

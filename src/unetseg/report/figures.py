@@ -39,9 +39,11 @@ TRUE_CONTOUR, PRED_CONTOUR = (0.1, 0.9, 0.2, 1.0), (1.0, 0.1, 0.9, 1.0)
 FALSE_POSITIVE, FALSE_NEGATIVE, TRUE_POSITIVE = (0.84, 0.37, 0.0, 1.0), (0.0, 0.45, 0.7, 1.0), (1.0, 0.95, 0.6, 0.45)
 
 
-def save_figure(fig: Any, output: str | os.PathLike) -> None:
+def save_figure(fig: Any, output: str | os.PathLike, *, tight: bool = True) -> None:
+    """Write a figure as PNG, atomically. ``tight`` crops to the drawn content, which costs a
+    second drawing pass: the per-image overlays, drawn by the hundred, skip it."""
     with atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
 
 
@@ -129,8 +131,9 @@ def overlay_figure(
         _show(axes[0, 1], plane, error_map(truth, pred), "errors\nvermillion: false positive; blue: false negative")
     title = attrs["sample"] + (f"  (Dice {dice:.3f})" if dice is not None else "")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, output)
+    # Fixed margins: no layout pass, one drawing (overlays are drawn for every image).
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.9 / fig.get_figheight(), wspace=0.03)
+    save_figure(fig, output, tight=False)
 
 
 def gallery_figure(

@@ -17,6 +17,7 @@ from unetseg.workflow.command import ensure_command_on_path
 from unetseg.workflow.runlock import clear_stale_locks, forget_run, record_run
 from unetseg.workflow.command import report_failed_samples
 from unetseg.data.samples import check_sample_sheet, read_sample_sheet, rows_from_glob
+from unetseg.export.unpack import open_exported
 from unetseg.workflow.trained import check_init_from, check_trained_model
 import pandas as pd
 
@@ -210,6 +211,8 @@ TRAINED = bool(config.get("trained_model"))
 MODEL = config["trained_model"] if TRAINED else f"{RESULTS}/model"
 if TRAINED:
     check_trained_model(MODEL, samples, axes=config["data"]["axes"])
+    # A bioimage.io package exported by unetseg is unpacked beside it, once.
+    MODEL = str(open_exported(MODEL))
 elif config["train"]["init_from"]:
     check_init_from(config["train"]["init_from"], config["model"])
 

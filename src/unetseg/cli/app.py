@@ -30,6 +30,7 @@ COMMANDS = {
     "summarize": "per-sample summary of the measurements of a run",
     "evaluate": "Dice, IoU and more over a split",
     "figure": "report figures and pages",
+    "export": "a trained model as a bioimage.io package for Fiji, ilastik and QuPath",
 }
 
 

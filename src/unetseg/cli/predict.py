@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unetseg.cli.options import add_inference_options
 from unetseg.errors import InputError
+from unetseg.export.unpack import is_package, open_exported
 from unetseg.inference.run import InferenceOptions, PredictOutputs, predict_image
 from unetseg.io.images import is_tiff_path, is_zarr_path
 
@@ -55,6 +56,8 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if is_package(args.model):  # a bioimage.io package exported by unetseg
+        args.model = str(open_exported(args.model))
     check_paths(args)
     outputs = PredictOutputs(args.output, args.instances, args.probabilities, args.probabilities_dtype)
     predict_image(

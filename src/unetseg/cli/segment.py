@@ -10,6 +10,7 @@ from unetseg.batch.manifest import write_manifest
 from unetseg.batch.segment import BatchSample, BatchSegmenter, SegmentSettings
 from unetseg.cli.options import add_inference_options, foreground, json_value
 from unetseg.cli.predict import inference_options
+from unetseg.export.unpack import is_package, open_exported
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if is_package(args.model):  # a bioimage.io package exported by unetseg
+        args.model = str(open_exported(args.model))
     settings = SegmentSettings(
         results=args.results, overlays=args.overlays, foreground=args.foreground,
         axes=None if args.axes in (None, "auto") else args.axes,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from unetseg.errors import InputError
+from unetseg.export.unpack import open_exported
 from unetseg.io.images import open_image
 from unetseg.nn.card import CARD, WEIGHTS, read_card
 
@@ -47,6 +48,11 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
             f"trained_model: {model} does not exist; give the model directory of an earlier run "
             "(results/<dataset>/model) or of a colleague."
         )
+    if path.suffix == ".zip" or (path / "rdf.yaml").is_file():  # a bioimage.io package exported by unetseg
+        try:
+            path = open_exported(path)
+        except InputError as err:
+            raise InputError(f"trained_model: {err}") from None
     if not (path / CARD).is_file() or not (path / WEIGHTS).is_file():
         raise InputError(
             f"trained_model: {model} is not a unetseg model directory (it needs {CARD} and {WEIGHTS}); "

@@ -1,0 +1,1 @@
+"""Sharing trained models: bioimage.io packages (export and import)."""

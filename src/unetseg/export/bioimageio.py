@@ -28,76 +28,36 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import os
 import re
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
-import yaml
 
 from unetseg.errors import InputError
+from unetseg.export.documentation import UNET_PAPER, _documentation
+from unetseg.export.tensors import (
+    INPUT_ID,
+    OUTPUT_ID,
+    Geometry,
+    _cover,
+    _reference_output,
+    _sample_image,
+    _synthetic_image,
+    geometry,
+)
 from unetseg.export.unpack import ARCHITECTURE, CONFIG_KEY, open_exported
 from unetseg.nn.card import CARD, WEIGHTS, read_card
 
 __all__ = ["export_bioimageio", "open_exported", "Geometry", "geometry", "UNET_PAPER", "INPUT_ID", "OUTPUT_ID"]
 
-INPUT_ID, OUTPUT_ID = "raw", "probabilities"
-UNET_PAPER = {
-    "text": "Ronneberger O, Fischer P, Brox T. U-Net: Convolutional Networks for Biomedical Image Segmentation. "
-    "Medical Image Computing and Computer-Assisted Intervention (MICCAI 2015), LNCS 9351, 234-241.",
-    "doi": "10.1007/978-3-319-24574-4_28",
-}
-TEST_SIZE = 256  # largest side of a test image taken from --sample-image (unless the network needs more)
-SYNTHETIC_SIZE = 128  # smallest side of the synthetic test image
 _TORCH_JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Input sizes a U-Net accepts and how its output relates to them (per spatial axis).
-
-    ``min + n * step`` are the described input sizes (the test input's size must be one of
-    them). Same padding: the output has the input's size and ``halo`` pixels on each side of
-    it suffer from the zero padding (the receptive-field radius rounded up to the grid, the
-    halo of unetseg's exact tiling); ``min`` leaves one grid cell inside the halo, as the
-    spec requires. Valid padding: the output is ``2 * margin`` smaller than the input and
-    has no halo.
-    """
-
-    padding: str
-    min: int
-    step: int
-    halo: int
-    margin: int
-
-    def accepts(self, size: int) -> bool:
-        """Whether an input side of ``size`` is one of the described sizes (as the test input's must be)."""
-        return size >= self.min and (size - self.min) % self.step == 0
-
-    def largest(self, at_most: int) -> int | None:
-        """The largest described input size up to ``at_most``."""
-        return self.min + (at_most - self.min) // self.step * self.step if at_most >= self.min else None
-
-    def smallest(self, at_least: int) -> int:
-        """The smallest described input size from ``at_least`` on."""
-        return self.min + max(0, -(-(at_least - self.min) // self.step)) * self.step
-
-
-def geometry(model: Any) -> Geometry:
-    """The :class:`Geometry` of a :class:`~unetseg.nn.model.UNet`."""
-    grid = model.grid
-    if model.settings["padding"] == "same":
-        halo = -(-model.receptive_field_radius() // grid) * grid  # as TiledPredictor(blend="none")
-        return Geometry("same", min=2 * halo + grid, step=grid, halo=halo, margin=0)
-    return Geometry("valid", min=model.valid_input_size(1), step=grid, halo=0, margin=model.margin)
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -132,52 +92,7 @@ def _percentiles(card: dict[str, Any], model_dir: Path) -> tuple[float, float]:
     return low, high
 
 
-def _sample_image(path: str | os.PathLike, axes: str | None, channels: int, fits: Geometry) -> np.ndarray:
-    """A ``(C, S, S)`` float32 square from the middle of the middle plane of an image file."""
-    from unetseg.data.normalize import check_finite
-    from unetseg.io.images import open_image
-
-    with open_image(path, axes=axes) as source:
-        z_count, image_channels, height, width = source.shape
-        if image_channels != channels:
-            raise InputError(
-                f"{path}: {image_channels} channel(s), but the model takes {channels}; give a validation "
-                f"image with {channels} channel(s) as --sample-image (or set --axes if they were read wrongly)."
-            )
-        size = fits.largest(min(height, width, max(TEST_SIZE, fits.min)))
-        if size is None:
-            raise InputError(
-                f"{path}: {height}x{width} pixels is smaller than the {fits.min}x{fits.min} this model needs; "
-                "give a larger --sample-image."
-            )
-        y0, x0 = (height - size) // 2, (width - size) // 2
-        block = np.asarray(source.read(z_count // 2, slice(y0, y0 + size), slice(x0, x0 + size)), dtype=np.float32)
-    check_finite(block, path, z_count // 2, y0, x0)
-    return block
-
-
-def _synthetic_image(channels: int, fits: Geometry) -> np.ndarray:
-    from unetseg.data.demo import synthetic_nuclei
-
-    size = fits.smallest(SYNTHETIC_SIZE)
-    planes = [synthetic_nuclei((size, size), rng=np.random.default_rng(c))[0] for c in range(channels)]
-    return np.stack(planes).astype(np.float32)
-
-
 # --- the files of the package ---------------------------------------------------------------
-
-
-def _reference_output(model: Any, image: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """unetseg's normalised input and probabilities for ``image`` ``(C, S, S)``: one pass of
-    the whole image through the network (no tiling, no padding), as the spec's test runs it."""
-    from unetseg.data.normalize import normalize, percentile_stats
-    from unetseg.inference.forward import Forward
-    from unetseg.io.images import ImageSource
-
-    stats = percentile_stats(ImageSource(image, "CYX"), *percentiles)
-    normalized = normalize(image, stats)
-    probabilities = Forward(model, device="cpu")(normalized[np.newaxis])
-    return normalized, probabilities.astype(np.float32)
 
 
 def _torchscript(model: Any, example: np.ndarray, path: Path) -> None:
@@ -219,180 +134,6 @@ def _onnx(model: Any, example: np.ndarray, path: Path) -> int:
     if not np.allclose(actual, expected, atol=1e-4, rtol=1e-4):
         raise RuntimeError("onnxruntime's output of the exported ONNX U-Net differs from PyTorch's")
     return opset
-
-
-def _cover(normalized: np.ndarray, probabilities: np.ndarray, path: Path) -> None:
-    """A 2:1 PNG: the (first channel of the) normalised test input beside the foreground
-    probability of the test output."""
-    from matplotlib import cm
-    from matplotlib.image import imsave
-
-    image = np.clip(normalized[0], 0, 1)
-    foreground = probabilities[0, -1] if probabilities.shape[1] > 1 else probabilities[0, 0]
-    left = cm.gray(image)[..., :3]
-    right = cm.magma(np.clip(foreground, 0, 1))[..., :3]
-    height = max(left.shape[0], right.shape[0])  # valid padding: the output is smaller
-    pad = (height - right.shape[0]) // 2
-    right = np.pad(right, ((pad, height - right.shape[0] - pad), (pad, height - right.shape[1] - pad), (0, 0)))
-    imsave(path, np.concatenate([left, right], axis=1))
-
-
-def _yaml(value: Any) -> str:
-    return yaml.safe_dump(json.loads(json.dumps(value)), sort_keys=False, default_flow_style=False).strip()
-
-
-def _training_data_lines(card: dict[str, Any]) -> list[str]:
-    data, provenance = card.get("data") or {}, card.get("provenance") or {}
-    lines = []
-    if data.get("dataset"):
-        lines.append(f"Dataset `{data['dataset']}`: {len(data.get('train') or [])} training and "
-                     f"{len(data.get('val') or [])} validation image(s).")  # fmt: skip
-    sheet = provenance.get("sample_sheet")
-    if sheet:
-        lines += ["", f"Sample sheet `{sheet.get('path')}`, SHA-256 `{sheet.get('sha256')}`."]
-    inputs = provenance.get("inputs") or {}
-    if inputs:
-        lines += ["", "| sample | file | SHA-256 |", "| --- | --- | --- |"]
-        lines += [
-            f"| {sample} | `{path}` | `{sha}` |" for sample, files in inputs.items() for path, sha in files.items()
-        ]
-    elif data.get("files"):
-        lines += ["", "| sample | files |", "| --- | --- |"]
-        lines += [f"| {s} | {', '.join(f'`{p}`' for p in files if p)} |" for s, files in data["files"].items()]
-    if provenance.get("git_commit"):
-        lines += ["", f"Workflow commit: `{provenance['git_commit']}`."]
-    return lines or ["The model card records no training data."]
-
-
-def _documentation(card: dict[str, Any], fits: Geometry, percentiles: tuple[float, float], *, name: str,
-                   test_image: str, formats: list[str], threshold: float) -> str:  # fmt: skip
-    """README.md of the package, generated from the model card."""
-    arch = card["architecture"]
-    classes = arch["out_channels"]
-    training = card.get("training") or {}
-    low, high = percentiles
-    if fits.padding == "same":
-        sizes = (
-            f"Inputs of `{fits.min} + n * {fits.step}` pixels per side (the network takes multiples of "
-            f"{fits.step} = 2^depth; the smallest described leaves {fits.step} inside the halo). The output has "
-            f"the input's size; its outer {fits.halo} pixels on each "
-            f"side (the `halo`, the network's receptive-field radius rounded up to {fits.step}) see the zero "
-            "padding of the convolutions and should be cropped: tile with an overlap of twice the halo and "
-            "pad the image border by mirroring (`pad: reflect`), as unetseg does. Tiled this way the result "
-            "equals unetseg's (`unetseg predict`)."
-        )
-    else:
-        sizes = (
-            f"Inputs of `{fits.min} + n * {fits.step}` pixels per side. Unpadded (valid) convolutions, as "
-            f"in the U-Net paper: the output is {2 * fits.margin} pixels smaller than the input, i.e. it "
-            f"covers the input without a margin of {fits.margin} pixels on each side (the halo the network "
-            f"crops itself, written as `size.offset: {-2 * fits.margin}`). To segment a whole image, pad it by "
-            f"{fits.margin} pixels (mirroring) first; unetseg's tiles start {fits.margin} pixels before the "
-            "image, which keeps the 2x2 pooling grid the same when the margin is a multiple of 2^depth."
-        )
-    scores = {k: training[k] for k in ("best_val_dice", "best_epoch", "epochs_run", "val_dice_at_threshold",
-                                        "validation", "stopped_by") if k in training}  # fmt: skip
-    sections = [
-        f"# {name}",
-        "",
-        "A U-Net (Ronneberger, Fischer & Brox, MICCAI 2015) trained with "
-        "[unetseg](#citation), exported with `unetseg export` from its model card (`card.json`, attached "
-        "unchanged). "
-        + (
-            "One output channel: the foreground probability."
-            if classes == 1
-            else f"{classes} output channels: the class probabilities (softmax)."
-        ),
-        "",
-        "## Input",
-        "",
-        f"`{INPUT_ID}`: axes batch, channel ({arch['in_channels']}), y, x; any numeric type (read as float32).",
-        "",
-        sizes,
-        "",
-        "## Preprocessing",
-        "",
-        f"Per image and channel, percentile {low:g} of the intensities is mapped to 0 and percentile {high:g} to 1 "
-        f"(`scale_range` over the y and x axes, percentiles {low:g} and {high:g}, no clipping), as unetseg "
-        "normalised the training images. Where the two differ:",
-        "",
-        "- unetseg computes the percentiles over the whole image file (all planes of a stack, and on a "
-        "regular subsample of at most 2^22 pixels per channel for larger images); bioimage.io software "
-        "computes them on each 2D sample it is given. Give whole images, not tiles, for the same statistics.",
-        "- `scale_range` divides by `p_high - p_low + 1e-6` (the spec's epsilon), unetseg by "
-        "`p_high - p_low`: a relative difference below 1e-6 for camera counts.",
-        "- bioimageio.core's tiled prediction (`blocksize_parameter`) computes them on the whole image "
-        "before it tiles, as unetseg does; its untiled prediction pads the image by the halo first, which "
-        "shifts them slightly.",
-        "- unetseg refuses images with NaN or infinite pixels; bioimage.io software does not check.",
-        "",
-        "## Output",
-        "",
-        f"`{OUTPUT_ID}`: axes batch, channel ({classes}), y, x; probabilities in 0..1 after "
-        + ("`sigmoid`." if classes == 1 else "`softmax` over the channel axis.")
-        + f" unetseg's mask is `probability >= {threshold:.4g}` (the threshold tuned on the validation "
-        "images, `threshold` in the card); the package does not threshold.",
-        "",
-        "## Weights",
-        "",
-        "- `torchscript`: needs only PyTorch (deepImageJ, QuPath, bioimageio.core).",
-        "- `pytorch_state_dict`: `unetseg.nn.model.UNet` with the architecture below; needs unetseg "
-        "installed. Its file is unetseg's own `weights.pt`.",
-    ]
-    if "onnx" in formats:
-        sections.append("- `onnx`: checked with onnxruntime at export.")
-    sections += [
-        "",
-        "```yaml",
-        _yaml({k: v for k, v in arch.items() if k != "name"}),
-        "```",
-        "",
-        "## Validation",
-        "",
-        test_image,
-        "",
-        "`bioimageio test` (bioimageio.core) checks that bioimage.io software reproduces the test output "
-        "from the test input with each weight format. unetseg's own tests check, on such a package, that "
-        "bioimageio.core's tiled prediction (`predict(..., blocksize_parameter=n)`) equals unetseg's "
-        "prediction to 1e-4, and that `open_exported` rebuilds the model directory byte for byte.",
-        "",
-        "## Training data",
-        "",
-        *_training_data_lines(card),
-        "",
-        "## Scores",
-        "",
-    ]
-    if scores:
-        sections += ["| measure | value |", "| --- | --- |"]
-        sections += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scores.items()]
-        sections.append(f"| threshold | {threshold:.4g} |")
-    else:
-        sections.append(f"The model card records no validation scores. Threshold: {threshold:.4g}.")
-    config = {k: card[k] for k in ("model_config", "train_config", "config", "labels") if k in card}
-    if config:
-        sections += ["", "## Configuration", "", "```yaml", _yaml(config), "```"]
-    versions = card.get("versions")
-    if versions:
-        sections += ["", "## Versions that trained it", "", "```yaml", _yaml(versions), "```"]
-    sections += [
-        "",
-        "## Citation",
-        "",
-        f"- {UNET_PAPER['text']} doi:{UNET_PAPER['doi']}",
-        "- unetseg, the software that trained and exported this model (see `cite` in the package's description).",
-        "",
-        "## Back to unetseg",
-        "",
-        "`unetseg.export.unpack.open_exported` turns this package into the unetseg model directory it was "
-        "exported from (`weights.pt` and the attached `card.json`, byte for byte).",
-        "",
-        "## License",
-        "",
-        "MIT.",
-        "",
-    ]
-    return "\n".join(sections)
 
 
 def _software_url(given: str | None) -> str:
@@ -498,6 +239,9 @@ def export_bioimageio(
         card's normalisation cannot be written as bioimage.io preprocessing, or the sample
         image does not fit the model.
     """
+    # Long on purpose: it fills one bioimage.io description (the spec's ModelDescr) section by
+    # section, in the spec's order, inside the staging directory whose files every section
+    # refers to; the pieces that stand on their own are in .tensors and .documentation.
     model_dir, output = Path(model_dir), Path(output)
     _check_paths(model_dir, output)
     for author in authors or []:

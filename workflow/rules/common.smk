@@ -17,6 +17,7 @@ from unetseg.workflow.command import ensure_command_on_path
 from unetseg.workflow.runlock import clear_stale_locks, forget_run, record_run
 from unetseg.workflow.command import report_failed_samples
 from unetseg.data.samples import check_sample_sheet, read_sample_sheet, rows_from_glob
+from unetseg.export.bioimageio import citation_url
 from unetseg.export.unpack import open_exported
 from unetseg.workflow.trained import check_init_from, check_trained_model
 import pandas as pd
@@ -164,6 +165,8 @@ def get_final_output():
         outputs.append(f"{RESULTS}/report/training_curve.png")
     if APPLY and config["inference"]["instances"] and config["inference"]["measure"]:
         outputs.append(f"{RESULTS}/measurements/summary.csv")
+    if config["export"]:
+        outputs.append(f"{RESULTS}/export/{config['dataset']}.bioimageio.zip")
     if samples_of("test"):
         outputs += [
             f"{RESULTS}/evaluation/summary.json",
@@ -215,6 +218,10 @@ if TRAINED:
     MODEL = str(open_exported(MODEL))
 elif config["train"]["init_from"]:
     check_init_from(config["train"]["init_from"], config["model"])
+if config["export"]:
+    citation_url(
+        config["export_software_url"] or None
+    )  # a package must cite the software
 
 
 # --- Batches of test and predict samples ----------------------------------------------------
@@ -292,6 +299,12 @@ def get_measurement_tables():
 def get_init_from():
     """The model that training starts from (train.init_from), as an input: new weights there retrain."""
     return [config["train"]["init_from"]] if config["train"]["init_from"] else []
+
+
+def get_export_sample():
+    """A real image for the package's test tensors: the first val image, else the first to segment."""
+    rows = samples_of("val") or APPLY
+    return samples.loc[rows[0], "image"]
 
 
 def get_results_directory(wildcards, output):

@@ -55,7 +55,16 @@ from unetseg.export.tensors import (
 from unetseg.export.unpack import ARCHITECTURE, CONFIG_KEY, open_exported
 from unetseg.nn.card import CARD, WEIGHTS, read_card
 
-__all__ = ["export_bioimageio", "open_exported", "Geometry", "geometry", "UNET_PAPER", "INPUT_ID", "OUTPUT_ID"]
+__all__ = [
+    "export_bioimageio",
+    "citation_url",
+    "open_exported",
+    "Geometry",
+    "geometry",
+    "UNET_PAPER",
+    "INPUT_ID",
+    "OUTPUT_ID",
+]
 
 _TORCH_JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
@@ -136,7 +145,7 @@ def _onnx(model: Any, example: np.ndarray, path: Path) -> int:
     return opset
 
 
-def _software_url(given: str | None) -> str:
+def citation_url(given: str | None = None) -> str:
     """The URL to cite unetseg by: given, else the installed distribution's project URL."""
     if given:
         return given
@@ -249,7 +258,7 @@ def export_bioimageio(
             raise InputError(f"--author {author!r}: give a person's name (no slash), once per author.")
     card = read_card(model_dir)
     percentiles = _percentiles(card, model_dir)
-    url = _software_url(software_url)
+    url = citation_url(software_url)
     package_name = _name(card, name)
 
     import torch

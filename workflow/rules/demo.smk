@@ -23,7 +23,8 @@ if USES_DEMO:
             n_val=DEMO["n_val"],
             n_test=DEMO["n_test"],
             n_predict=DEMO["n_predict"],
+            kind=DEMO["kind"],
         shell:
             "unetseg demo-data --output {params.directory} --size {params.size} --seed {params.seed}"
             " --n-train {params.n_train} --n-val {params.n_val} --n-test {params.n_test}"
-            " --n-predict {params.n_predict} 2> {log}"
+            " --n-predict {params.n_predict} --kind {params.kind} 2> {log}"

@@ -16,10 +16,12 @@ rule preprocess:
     params:
         mask=get_mask_arg,
         foreground=as_json(config["labels"]["foreground"]),
+        classes=as_json(config["labels"]["classes"]),
         percentiles=config["preprocess"]["percentiles"],
         axes=config["data"]["axes"],
         separate="" if config["labels"]["separate_touching"] else "--no-separate",
     shell:
         "unetseg preprocess --sample {wildcards.sample} --image {input.image} {params.mask}"
-        " --output {output} --foreground {params.foreground:q} --axes {params.axes}"
+        " --output {output} --foreground {params.foreground:q} --classes {params.classes:q}"
+        " --axes {params.axes}"
         " --percentiles {params.percentiles} {params.separate} 2> {log}"

@@ -43,15 +43,19 @@ class ChannelsFirst:
 
 def measure_sample(
     image: str | Path, instances: str | Path, mask: str | Path, output: str | Path, *, sample: str,
-    axes: str | None = None, pixel_size: Any = None,
+    axes: str | None = None, pixel_size: Any = None, classes: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Measure every object of ``instances`` in the raw ``image``; write the CSV atomically.
+
+    With ``classes`` (the model's class names; ``mask`` then holds class indices), every
+    object gets a ``class`` column (an object lies in one class, see
+    :mod:`unetseg.objects.components`) and the summary counts the objects of each class.
 
     Returns
     -------
     dict
         The sample's row of ``measurements/summary.csv``
-        (:func:`unetseg.objects.measure.summarize`).
+        (:func:`unetseg.objects.measure.summarize`), with ``object_count_{class}`` columns.
     """
     with open_image(image, axes=axes) as raw, open_image(instances) as labels_file:
         labels = labels_file.array if "Z" in labels_file.axes else _plane(labels_file)
@@ -61,9 +65,26 @@ def measure_sample(
             table = measure_objects(np.asarray(labels[...]), view[(slice(None),) * view.ndim], pixel_size=pixel_size)
         else:
             table = measure_objects_chunked(labels, view, pixel_size=pixel_size)
+    row: dict[str, Any] = {}
+    if classes:
+        names = np.array(["background", *classes], dtype=object)
+        table.insert(1, "class", names[_object_classes(instances, mask)[table["label"].to_numpy()]])
+        row = {f"object_count_{name}": int((table["class"] == name).sum()) for name in classes}
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
-    return summarize(table, sample=sample, foreground_fraction=_foreground_fraction(mask))
+    return {**summarize(table, sample=sample, foreground_fraction=_foreground_fraction(mask)), **row}
+
+
+def _object_classes(instances: str | Path, mask: str | Path) -> np.ndarray:
+    """``lookup[id]``: the class index of every object id, read plane by plane."""
+    lookup = np.zeros(1, dtype=np.int64)
+    with open_image(instances) as labels, open_image(mask) as classes:
+        for z in range(labels.shape[0]):
+            ids, values = labels.read(z)[0].astype(np.int64), classes.read(z)[0]
+            if ids.max(initial=0) >= len(lookup):
+                lookup = np.concatenate([lookup, np.zeros(int(ids.max()) + 1 - len(lookup), np.int64)])
+            lookup[ids] = values  # every pixel of an object has its class
+    return lookup
 
 
 def _plane(source: ImageSource) -> Any:

@@ -190,7 +190,7 @@ class BatchSegmenter:
         attrs = preprocess_sample(
             sample.sample, sample.image, paths["preprocessed"], mask_path=sample.mask or None,
             foreground=self.settings.foreground, percentiles=self.percentiles, axes=self.settings.axes,
-            missing="fill", pixel_size=self.settings.pixel_size,
+            missing="fill", pixel_size=self.settings.pixel_size, classes=self.card.get("classes"),
         )  # fmt: skip
         preprocessed = open_sample(paths["preprocessed"])
         source = preprocessed.image
@@ -228,7 +228,8 @@ class BatchSegmenter:
                 )  # fmt: skip
         if self.settings.instances and self.settings.measure:
             row.update(measure_sample(sample.image, paths["instances"], paths["mask"], paths["measurements"],
-                                      sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size))  # fmt: skip
+                                      sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size,
+                                      classes=list(self.card.get("classes") or [])))  # fmt: skip
         return row
 
     def _write_ome_zarr(self, paths: dict[str, Path], probs: Any, spatial_axes: str, pixel_size: Any) -> None:

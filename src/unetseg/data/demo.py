@@ -1,8 +1,10 @@
-"""Synthetic fluorescence-nuclei data for demos and end-to-end tests.
+"""Synthetic fluorescence data for demos and end-to-end tests.
 
 Irregular, partly touching nuclei of varied brightness, blurred by a Gaussian
 PSF on an uneven background, with shot and read noise; seeded, so the same
-arguments always give byte-identical files.
+arguments always give byte-identical files. The two-class variant
+(:func:`synthetic_cells`) has dim cell bodies, each around a bright nucleus,
+with a class mask (1 = cell body, 2 = nucleus) for ``labels.classes``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from scipy import ndimage as ndi
 
 from unetseg.io.files import atomic_path
 
-__all__ = ["demo_sample_sheet", "synthetic_nuclei", "write_demo_dataset"]
+__all__ = ["demo_sample_sheet", "synthetic_nuclei", "synthetic_cells", "write_demo_dataset", "KINDS"]
 
 # Fixed codes keep each split's generators independent of the other splits'
 # sizes, so adding training samples leaves validation and test data unchanged.
@@ -85,11 +87,15 @@ def _nucleus_distance(
 
 
 def _propose(
-    shape: tuple[int, int], centres: list[np.ndarray], sizes: list[float], rng: np.random.Generator
+    shape: tuple[int, int],
+    centres: list[np.ndarray],
+    sizes: list[float],
+    rng: np.random.Generator,
+    radius: tuple[float, float] = (6, 14),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw a candidate nucleus: centre ``(y, x)`` and radii ``(major, minor)``."""
     scale = np.sqrt(shape[0] * shape[1]) / 256
-    a = rng.uniform(6, 14) * scale
+    a = rng.uniform(*radius) * scale
     # The 2 px floor keeps nuclei recognisable in tiny test images.
     radii = np.maximum([a, max(a * rng.uniform(0.6, 1.0), 5 * scale)], 2.0)
     if centres and rng.random() < 0.4:
@@ -102,17 +108,23 @@ def _propose(
     return rng.uniform(0, 1, 2) * np.array(shape), radii
 
 
-def _paint_nuclei(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Place nuclei up to a random foreground fraction; return labels and the
-    normalised distance of each pixel to its nucleus centre (for shading)."""
+def _paint_nuclei(
+    shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    radius: tuple[float, float] = (6, 14),
+    fraction: tuple[float, float] = (0.22, 0.32),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Place nuclei (radii in ``radius`` at 256 px) up to a random foreground ``fraction``;
+    return labels and the normalised distance of each pixel to its nucleus centre."""
     labels = np.zeros(shape, dtype=np.int32)
     dist = np.full(shape, np.inf)
-    target = rng.uniform(0.22, 0.32) * labels.size
+    target = rng.uniform(*fraction) * labels.size
     centres, sizes, area = [], [], 0
     for _ in range(2000):
         if area >= target:
             break
-        centre, radii = _propose(shape, centres, sizes, rng)
+        centre, radii = _propose(shape, centres, sizes, rng, radius)
         r = int(np.ceil(radii[0] * 1.25)) + 1
         # Centres may lie outside the image (nuclei cut by the border); clip
         # both ends so negative bounds never wrap around as Python indices.
@@ -201,6 +213,52 @@ def synthetic_nuclei(shape: tuple[int, int] = (256, 256), *, rng: np.random.Gene
     return image, labels
 
 
+def synthetic_cells(shape: tuple[int, int] = (256, 256), *, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate a fluorescence image of cells: a dim cell body around a bright nucleus.
+
+    Cell outlines are the irregular blobs of :func:`synthetic_nuclei`, twice as large
+    (radii 12-24 px at 256) and partly touching; each holds a nucleus of 40-60 % of its
+    radius, off centre. Cell bodies are a fifth to a third as bright as nuclei, so the two
+    classes differ in intensity and in shape.
+
+    Returns
+    -------
+    image : (Y, X) ndarray of uint16
+        Camera counts, with Poisson and Gaussian read noise.
+    classes : (Y, X) ndarray of uint8
+        0 = background, 1 = cell body (cytoplasm), 2 = nucleus.
+    """
+    if len(shape) != 2 or min(shape) < 16:
+        raise ValueError(f"shape must be 2-D with sides >= 16, got {shape}")
+    shape = tuple(int(s) for s in shape)
+    cells, _ = _paint_nuclei(shape, rng, radius=(12, 24), fraction=(0.35, 0.5))
+    count = int(cells.max()) + 1
+    size = rng.uniform(0.4, 0.6, count)
+    # An off-centre nucleus: the distance to a point shifted towards the outline.
+    shift = rng.uniform(-0.25, 0.25, (count, 2))
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    inside = cells > 0
+    centre = np.zeros((count, 2))
+    for axis, grid in enumerate((yy, xx)):
+        totals = np.bincount(cells.ravel(), weights=grid.ravel(), minlength=count)
+        centre[:, axis] = totals / np.maximum(np.bincount(cells.ravel(), minlength=count), 1)
+    extent = np.sqrt(np.bincount(cells.ravel(), minlength=count) / np.pi)  # equivalent radius
+    offset = centre + shift * extent[:, None]
+    radial = np.hypot(yy - offset[cells, 0], xx - offset[cells, 1]) / np.maximum(extent[cells], 1)
+    nucleus = inside & (radial <= size[cells])
+    classes = np.where(nucleus, 2, np.where(inside, 1, 0)).astype(np.uint8)
+    brightness = rng.uniform(0.7, 1.3, count)
+    texture = 1 + 0.2 * _smooth_noise(shape, 1.2, rng)
+    level = np.where(nucleus, 2500, rng.uniform(0.2, 0.33) * 2500) * brightness[cells]
+    signal = ndi.gaussian_filter(np.where(inside, level * texture, 0), rng.uniform(1.0, 1.5))
+    background = rng.uniform(250, 400) + 60 * _smooth_noise(shape, max(shape) / 8, rng)
+    return _camera(np.clip(signal + background, 0, None), rng), classes
+
+
+# The demo datasets: nuclei with instance ids, or two classes (cell bodies and nuclei).
+KINDS = {"nuclei": synthetic_nuclei, "cells": synthetic_cells}
+
+
 def write_demo_dataset(
     directory: str | os.PathLike,
     *,
@@ -210,6 +268,7 @@ def write_demo_dataset(
     n_test: int = 4,
     n_predict: int = 1,
     seed: int = 0,
+    kind: str = "nuclei",
 ) -> Path:
     """Write a synthetic dataset of images, masks and a sample sheet.
 
@@ -226,19 +285,23 @@ def write_demo_dataset(
     seed : int
         Base seed. Sample ``i`` of a split uses its own generator derived
         from ``(seed, split, i)``, so adding samples never changes others.
+    kind : {"nuclei", "cells"}
+        :func:`synthetic_nuclei` (instance masks) or :func:`synthetic_cells` (class masks).
 
     Returns
     -------
     sheet : pathlib.Path
         ``{directory}/samples.tsv``, equal to :func:`demo_sample_sheet`.
     """
+    if kind not in KINDS:
+        raise ValueError(f"demo kind must be one of {sorted(KINDS)}, not {kind!r}")
     root = Path(directory)
     counts = dict(n_train=n_train, n_val=n_val, n_test=n_test, n_predict=n_predict)
     sheet = demo_sample_sheet(root, **counts)
     for row in sheet.itertuples(index=False):
         index = int(row.sample.rsplit("_", 1)[1])
         rng = np.random.default_rng([seed, _SPLITS[row.split], index])
-        image, labels = synthetic_nuclei(shape, rng=rng)
+        image, labels = KINDS[kind](shape, rng=rng)
         with atomic_path(row.image) as tmp:
             tifffile.imwrite(tmp, image)
         if row.mask:

@@ -3,7 +3,7 @@
 The store holds one group per split (``train``, ``val``) with
 
 ``image`` : (N, C, P, P) float32, one chunk per patch
-``mask`` : (N, P, P) uint8, 1 = foreground
+``mask`` : (N, P, P) uint8, 1 = foreground (class indices 0..C with ``labels.classes``)
 ``index`` : attribute, ``[sample, z, y, x]`` of every patch's top-left corner
 
 Patches lie on a regular grid with a stride of half a patch (the last row and column
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None
         raise InputError(f"{path}: sample {sample.name!r} has no mask; training and validation samples need one.")
     image, mask, attrs = sample.image, sample.target, sample.attrs
     z_count, _, height, width = image.shape
-    out: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
+    out: dict[str, Any] = {"image": [], "mask": [], "weight": [], "index": [], "classes": sample.attrs.get("classes")}
     for z in range(z_count):
         weights = ImageSource(_plane_weights(sample, z, weight_map), "YX") if weight_map else None
         target = patch - 2 * context  # what a valid-padded network outputs for a patch
@@ -123,6 +124,7 @@ def write_patches(
     with atomic_path(output) as tmp:
         root = zarr.open_group(str(tmp), mode="w")
         channels: dict[int, str] = {}
+        classes: dict[str, Any] = {}  # class names of the first sample with each labelling
         for split, paths in splits.items():
             parts: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
             for path in paths:
@@ -131,6 +133,13 @@ def write_patches(
                 if len(channels) > 1:
                     found = ", ".join(f"{n} channel(s) in {name!r}" for n, name in channels.items())
                     raise InputError(f"samples differ in their number of channels ({found}); all images must match.")
+                classes.setdefault(repr(sample["classes"]), (sample["index"][0][0], sample["classes"]))
+                if len(classes) > 1:
+                    found = "; ".join(f"{name!r}: {names or 'binary'}" for name, names in classes.values())
+                    raise InputError(
+                        f"samples were preprocessed with different labels.classes ({found}); "
+                        "preprocess them all with the same labels."
+                    )
                 for key in parts:
                     parts[key] += sample[key]
             if not parts["image"]:
@@ -146,7 +155,7 @@ def write_patches(
             counts[split] = len(parts["image"])
         root.attrs["unetseg"] = {
             "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
-            "context": context,
+            "context": context, "classes": next(iter(classes.values()))[1] if classes else None,
         }  # fmt: skip
     return counts
 
@@ -166,6 +175,8 @@ class PatchDataset(Dataset):
         self.channels = group["image"].shape[1]
         self.patch_size = group["image"].shape[-1]
         self.has_weights = "weight" in group
+        # labels.classes ({name: mask values}) or None for binary masks: the network's outputs.
+        self.classes = zarr.open_group(self.store, mode="r").attrs.get("unetseg", {}).get("classes")
         flags = group.attrs.get("foreground")
         self.has_foreground = (
             np.asarray(flags, bool) if flags is not None else np.array([m.any() for m in group["mask"][:]], bool)

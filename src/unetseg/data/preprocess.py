@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import zarr
 
-from unetseg.data.masks import foreground_mask
+from unetseg.data.masks import class_map, foreground_mask
 from unetseg.data.normalize import check_finite, normalize, percentile_stats
 from unetseg.data.sample import FORMAT
 from unetseg.data.targets import separated_foreground
@@ -22,7 +22,7 @@ from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image, read_mask
 from unetseg.io.pixelsize import read_pixel_size
-from unetseg.objects.labels import has_instance_ids, true_instances
+from unetseg.objects.labels import class_objects, has_instance_ids, true_instances
 
 __all__ = ["preprocess_sample"]
 
@@ -86,6 +86,7 @@ def preprocess_sample(
     missing: str = "error",
     pixel_size: Any = None,
     separate: bool = True,
+    classes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Check one sample, normalise it and write it as a preprocessed Zarr group.
 
@@ -98,6 +99,10 @@ def preprocess_sample(
     ``(Z, Y, X)``) overrides what the image file records; either is stored in the attributes.
     With ``separate`` and a mask of instance ids, the training target keeps touching objects
     apart (:func:`unetseg.data.targets.separated_foreground`; ``labels.separate_touching``).
+    With ``classes`` (``labels.classes``, checked by :func:`unetseg.data.masks.check_classes`)
+    the stored mask holds class indices 0..C instead of 0/1, the objects are the connected
+    components of each class, and mask values no class lists count as background (a
+    warning names them; the attributes record them as ``unlisted_values``/``unlisted_pixels``).
 
     Returns
     -------
@@ -126,17 +131,33 @@ def preprocess_sample(
                 "stats": [list(s) for s in stats],
             },
         }
+        attrs["classes"] = {name: [int(v) for v in values] for name, values in classes.items()} if classes else None
         truth = target = None
         if mask_path:
             raw = read_mask(mask_path, source.spatial_shape)
             _check_mask_values(raw, mask_path)
-            truth = foreground_mask(raw, foreground).reshape(source.shape[0], *source.shape[2:])
-            objects = _true_objects(raw.reshape(truth.shape), foreground)
-            attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
+            planes = (source.shape[0], *source.shape[2:])
+            if classes:
+                truth, unlisted = class_map(raw.reshape(planes), classes)
+                objects = np.stack([class_objects(plane) for plane in truth])
+                attrs["instance_ids"] = False
+                if unlisted.size:
+                    attrs["unlisted_values"] = [int(v) for v in unlisted]
+                    attrs["unlisted_pixels"] = int(np.isin(raw, unlisted).sum())
+                    print(
+                        f"warning: {mask_path}: mask value(s) {attrs['unlisted_values']} ({attrs['unlisted_pixels']} "
+                        "pixels) belong to no class of labels.classes and count as background; add them to a "
+                        "class if they are not background.",
+                        file=sys.stderr,
+                    )
+            else:
+                truth = foreground_mask(raw, foreground).reshape(planes)
+                objects = _true_objects(raw.reshape(planes), foreground)
+                attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
             # Touching objects apart in what the network learns (the stored mask stays the truth).
             if separate and attrs["instance_ids"]:
                 target = np.stack([separated_foreground(plane) for plane in objects])
-            attrs["foreground_fraction"] = float(truth.mean())
+            attrs["foreground_fraction"] = float((truth > 0).mean())
             if not truth.any():
                 print(
                     f"warning: {mask_path}: no foreground pixel with labels.foreground = {foreground!r}; "

@@ -5,16 +5,18 @@ A preprocessed sample is a Zarr group with
 ``image`` : (Z, C, Y, X) float32
     Intensities normalised per channel by percentiles of the whole image.
 ``mask`` : (Z, Y, X) uint8, optional
-    1 where the ground truth is foreground (after ``labels.foreground``), else 0.
+    1 where the ground truth is foreground (after ``labels.foreground``), else 0; with
+    ``labels.classes``, the class index 1..C (0 = background).
 ``objects`` : (Z, Y, X) int32, optional (with ``mask``)
     The true objects of each plane: the mask's own instance ids where it holds them,
-    else the connected components of the foreground.
+    else the connected components of the foreground (of each class, with classes).
 ``target`` : (Z, Y, X) uint8, optional (masks with instance ids)
     What the network learns: ``mask`` with a two-pixel background line between touching
     objects (:mod:`unetseg.data.targets`). Without instance ids the target is ``mask``.
 
 and attributes under ``"unetseg"`` recording the sample, its source files, axes, spatial
-shape, the normalisation applied and whether ``objects`` are instance ids. 2D images have
+shape, the normalisation applied, ``labels.classes`` (``classes``, None for binary masks) and
+whether ``objects`` are instance ids. 2D images have
 ``Z = 1``. Stages after preprocessing read only this group, never the raw files again, so
 every file a workflow rule reads is one of its declared inputs.
 """
@@ -67,18 +69,24 @@ class PreprocessedSample:
 
     @property
     def mask(self) -> ImageSource:
-        """Foreground of the ground truth, ``(Z, 1, Y, X)`` of 0/1."""
+        """Ground truth, ``(Z, 1, Y, X)``: 0/1, or class indices 0..C."""
         return ImageSource(self._array("mask"), "ZYX", self.path)
 
     @property
     def target(self) -> ImageSource:
-        """Training target, ``(Z, 1, Y, X)`` of 0/1: touching objects separated."""
+        """Training target, ``(Z, 1, Y, X)`` of 0/1 (touching objects separated) or class indices."""
         return ImageSource(self._array("target" if "target" in self.group else "mask"), "ZYX", self.path)
 
     @property
     def objects(self) -> ImageSource:
         """True objects, ``(Z, 1, Y, X)`` of int32 (0 = background)."""
         return ImageSource(self._array("objects"), "ZYX", self.path)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names of ``labels.classes`` (mask value ``i`` is ``classes[i - 1]``); None: binary."""
+        classes = self.attrs.get("classes")
+        return list(classes) if classes else None
 
     @property
     def instance_ids(self) -> bool:

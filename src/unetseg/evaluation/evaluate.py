@@ -19,6 +19,14 @@ Per image (one row of ``per_image``):
   (false: binary masks, listed foreground values, or an original mask no longer readable
   or changed since preprocessing).
 
+With ``labels.classes`` (multi-class masks), pixel scores above are of the foreground (any
+class against background), objects are the connected components of each class, and
+every image also gets, per class, ``dice_{class}``, ``iou_{class}``, ``precision_{class}``
+and ``recall_{class}``, and ``unlisted_pixels`` (mask pixels of values no class lists,
+counted as background). Over the split, ``per_class`` gives for each class the mean of its
+per-image scores and the scores of the pooled pixels, and ``confusion`` the pooled
+``(C + 1) x (C + 1)`` pixel counts of true (rows) against predicted classes (columns).
+
 Stacks are scored plane by plane, as the network segments them: pixel counts, contour
 distances, region tables and object matches are summed over planes (objects and regions
 are 2D, per plane), so memory holds one plane at a time.
@@ -44,12 +52,13 @@ from scipy import sparse
 
 from unetseg.data.sample import PreprocessedSample, open_sample
 from unetseg.errors import InputError
+from unetseg.evaluation.classes import CLASS_METRICS, class_confusion, per_class_scores
 from unetseg.evaluation.matching import InstanceCounts, instance_scores
 from unetseg.evaluation.metrics import DistanceTally, class_scores_from_counts, confusion_counts
 from unetseg.evaluation.regions import boundary_regions, region_scores_from_table, region_table
 from unetseg.io.files import atomic_path, write_json
 from unetseg.io.images import ImageSource, open_image
-from unetseg.objects.labels import label_objects
+from unetseg.objects.labels import class_objects, label_objects
 
 __all__ = ["evaluate_sample", "evaluate", "aggregate", "metrics_table", "write_evaluation", "METRICS"]
 
@@ -64,26 +73,39 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
 
-def _score_planes(truth: PreprocessedSample, prediction: ImageSource) -> tuple[dict[str, Any], InstanceCounts]:
+def _score_planes(
+    truth: PreprocessedSample, prediction: ImageSource
+) -> tuple[dict[str, Any], InstanceCounts, np.ndarray | None]:
     counts = np.zeros(4, dtype=np.int64)
     distances, objects, tables = DistanceTally(), InstanceCounts(), []
-    mask, true_objects = truth.mask, truth.objects
+    mask, true_objects, classes = truth.mask, truth.objects, truth.classes
+    side = len(classes) + 1 if classes else 0
+    confusion = np.zeros((side, side), dtype=np.int64) if classes else None
     for z in range(mask.shape[0]):
-        true_plane, pred_plane = mask.read(z)[0] != 0, prediction.read(z)[0] != 0
+        true_values, pred_values = mask.read(z)[0], prediction.read(z)[0]
+        true_plane, pred_plane = true_values != 0, pred_values != 0
         counts += confusion_counts(true_plane, pred_plane)
         distances.add(true_plane, pred_plane)
         tables.append(region_table(boundary_regions(true_plane), boundary_regions(pred_plane)))
-        objects.add(true_objects.read(z)[0], label_objects(pred_plane))
+        if classes:
+            confusion += class_confusion(true_values, pred_values, side, prediction.path)
+            objects.add(true_objects.read(z)[0], class_objects(pred_values))
+        else:
+            objects.add(true_objects.read(z)[0], label_objects(pred_plane))
     tp, fp, fn, tn = (int(c) for c in counts)
-    classes = class_scores_from_counts(tp, fp, fn, tn)
+    binary = class_scores_from_counts(tp, fp, fn, tn)
     scores = {
-        **classes["foreground"],
+        **binary["foreground"],
         "hd95": distances.hd95(),
-        **{f"background_{k}": v for k, v in classes["background"].items() if k != "pixel_error"},
+        **{f"background_{k}": v for k, v in binary["background"].items() if k != "pixel_error"},
         **region_scores_from_table(sparse.block_diag(tables, format="csr")),
         "instance_ids": truth.instance_ids, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
     }  # fmt: skip
-    return scores, objects
+    if classes:
+        for name, class_scores in zip(classes, per_class_scores(confusion)):
+            scores.update({f"{k}_{name}": class_scores[k] for k in CLASS_METRICS})
+        scores["unlisted_pixels"] = int(truth.attrs.get("unlisted_pixels", 0))
+    return scores, objects, confusion
 
 
 def _instance_columns(objects: InstanceCounts) -> dict[str, Any]:
@@ -98,7 +120,7 @@ def _instance_columns(objects: InstanceCounts) -> dict[str, Any]:
 
 def _evaluate_sample(
     truth_path: str | os.PathLike, prediction_path: str | os.PathLike, foreground: str | Sequence[int]
-) -> tuple[dict[str, Any], InstanceCounts]:
+) -> tuple[dict[str, Any], InstanceCounts, np.ndarray | None]:
     truth = open_sample(truth_path)
     attrs = truth.attrs
     if not truth.has_mask:
@@ -109,10 +131,10 @@ def _evaluate_sample(
                 f"{prediction_path}: mask shape {prediction.spatial_shape} differs from the image's "
                 f"{tuple(attrs['spatial_shape'])}; delete it and rerun the workflow."
             )
-        scores, objects = _score_planes(truth, prediction)
+        scores, objects, confusion = _score_planes(truth, prediction)
     counts = {k: scores.pop(k) for k in ("instance_ids", "tp", "fp", "fn", "tn")}  # last columns of the table
     row = {"sample": attrs["sample"], **scores, **_instance_columns(objects)}
-    return {**row, **counts}, objects
+    return {**row, **counts}, objects, confusion
 
 
 def evaluate_sample(
@@ -190,18 +212,31 @@ def evaluate(
     """
     if not (len(samples) == len(truths) == len(predictions)):
         raise ValueError("samples, truths and predictions must have the same length")
-    per_image, pooled = [], InstanceCounts()
+    per_image, pooled, confusion, classes = [], InstanceCounts(), None, None
     for sample, truth, prediction in zip(samples, truths, predictions):
-        scores, objects = _evaluate_sample(truth, prediction, foreground)
+        scores, objects, matrix = _evaluate_sample(truth, prediction, foreground)
         if scores["sample"] != sample:
             raise InputError(f"{truth}: holds sample {scores['sample']!r}, expected {sample!r}")
         per_image.append(scores)
         pooled += objects
+        if matrix is not None:
+            classes = open_sample(truth).classes
+            if confusion is not None and confusion.shape != matrix.shape:
+                raise InputError(f"{truth}: preprocessed with other labels.classes than the samples before it.")
+            confusion = matrix if confusion is None else confusion + matrix
     table = pd.DataFrame(per_image)
     summary: dict[str, Any] = {"n_images": len(per_image)}
     for metric in ("dice", "iou", "precision", "recall", "pixel_error"):
         summary[f"mean_{metric}"] = float(table[metric].mean()) if per_image else None
-    summary["metrics"] = {m: aggregate(table[m] if per_image else []) for m in METRICS}
+    names = [f"{k}_{c}" for c in classes or [] for k in CLASS_METRICS]
+    summary["metrics"] = {m: aggregate(table[m] if per_image else []) for m in (*METRICS, *names)}
+    if classes:
+        pooled_scores = per_class_scores(confusion)
+        summary["per_class"] = {
+            c: {**{k: float(table[f"{k}_{c}"].mean()) for k in CLASS_METRICS}, "pooled": pooled_scores[i]}
+            for i, c in enumerate(classes)
+        }
+        summary["confusion"] = {"classes": ["background", *classes], "counts": confusion.tolist()}
     summary["instances"] = instance_scores(pooled)
     summary["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95}
     summary["per_image"] = per_image

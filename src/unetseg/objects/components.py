@@ -1,4 +1,8 @@
-"""Instance labels: the connected components of a binary mask, out of core.
+"""Instance labels: the connected components of a mask, out of core.
+
+Pixels of different nonzero values (the classes of a multi-class mask) never belong to
+the same object: each class's components are labelled, and a binary mask gets the
+components of its foreground.
 
 The mask is labelled in blocks, in two passes, so memory holds a few blocks, the faces
 between blocks and one integer per label, never the whole image:
@@ -73,19 +77,36 @@ def _lazy_mask(mask: Any, spatial_axes: str, chunk: int, output: Path) -> da.Arr
     return blocks[0] if squeeze else blocks
 
 
-def _label_faces(
-    block: np.ndarray, structure: np.ndarray
-) -> tuple[int, list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """A block's number of labels, per axis its labels on the first and last plane, and the
-    pixel count of each label."""
-    labels, count = ndi.label(block, structure=structure)
+def _label(block: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected components of each nonzero value of ``block`` (int32 labels, count)."""
+    values = np.unique(block)
+    if np.count_nonzero(values) <= 1:  # binary: one value besides the background
+        return ndi.label(block, structure=structure)
+    labels = np.zeros(block.shape, dtype=np.int32)
+    count = 0
+    for value in values[values != 0]:
+        found, n = ndi.label(block == value, structure=structure)
+        labels[found > 0] = found[found > 0] + count
+        count += n
+    return labels, count
+
+
+def _label_faces(block: np.ndarray, structure: np.ndarray) -> tuple[int, list[tuple[np.ndarray, ...]], np.ndarray]:
+    """A block's number of labels, per axis its labels and values on the first and last
+    plane, and the pixel count of each label."""
+    labels, count = _label(block, structure)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return count, [(labels.take(0, axis=a), labels.take(-1, axis=a)) for a in range(block.ndim)], sizes
+    faces = [
+        (labels.take(0, axis=a), labels.take(-1, axis=a), block.take(0, axis=a), block.take(-1, axis=a))
+        for a in range(block.ndim)
+    ]
+    return count, faces, sizes
 
 
-def _joined(faces: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of labels connected within ``faces`` (two planes meeting at a chunk border)."""
-    components, _ = ndi.label(faces > 0, structure=structure)
+def _joined(faces: np.ndarray, values: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of labels connected within ``faces`` (two planes meeting at a chunk border)
+    through pixels of one value (``values``: the mask there)."""
+    components, _ = _label(values, structure)
     found = components > 0
     pairs = np.unique(np.stack([components[found], faces[found]]), axis=1)  # sorted by component
     same = pairs[0, 1:] == pairs[0, :-1]
@@ -103,7 +124,8 @@ def _merge_table(
     """The table from global block labels to final ids (``table[0] == 0``).
 
     ``counts[b]`` is the number of labels of block ``b`` and ``faces[b][axis]`` its labels
-    on its first and last plane along ``axis``; ``chunks`` are the blocks' sizes.
+    on its first and last plane along ``axis``, then its mask values there; ``chunks`` are
+    the blocks' sizes.
     """
     grid, offsets = counts.shape, _offsets(counts)
     bounds = [np.cumsum((0,) + c) for c in chunks]
@@ -111,14 +133,18 @@ def _merge_table(
     edges = [(np.zeros(0, np.int64), np.zeros(0, np.int64))]
     for axis, border in ((a, k) for a in range(len(grid)) for k in range(grid[a] - 1)):
         pair = np.zeros(shape[:axis] + (2,) + shape[axis + 1 :], dtype=np.int32)  # planes either side
+        values = None
         for rest in np.ndindex(*grid[:axis], *grid[axis + 1 :]):
             index, after = (rest[:axis] + (k,) + rest[axis:] for k in (border, border + 1))
             region = [slice(bounds[a][i], bounds[a][i + 1]) for a, i in enumerate(index)]
-            sides = ((index, faces[index][axis][1]), (after, faces[after][axis][0]))  # last, first plane
-            for side, (block, plane) in enumerate(sides):
+            last, first = faces[index][axis], faces[after][axis]
+            for side, (block, plane, value) in enumerate(((index, last[1], last[3]), (after, first[0], first[2]))):
+                if values is None:
+                    values = np.zeros(pair.shape, dtype=value.dtype)
                 region[axis] = side
                 pair[tuple(region)] = np.where(plane > 0, plane + offsets[block], 0)
-        edges.append(_joined(pair, structure))
+                values[tuple(region)] = value
+        edges.append(_joined(pair, values, structure))
     i, j = (np.concatenate(ends) for ends in zip(*edges))
     total = int(counts.sum())
     graph = sparse.coo_array((np.ones(len(i), np.int8), (i, j)), shape=(total + 1, total + 1))
@@ -142,7 +168,7 @@ def _relabel(
     block: np.ndarray, structure: np.ndarray, table: np.ndarray, offsets: np.ndarray, block_info: dict
 ) -> np.ndarray:
     """Pass 2: label one block as pass 1 did and map its labels to final ids."""
-    labels, count = ndi.label(block, structure=structure)
+    labels, count = _label(block, structure)
     offset = int(offsets[block_info[0]["chunk-location"]])
     lookup = np.concatenate([[0], table[offset + 1 : offset + count + 1]]).astype(np.uint32)
     return lookup[labels]
@@ -182,7 +208,8 @@ def label_components(
     Parameters
     ----------
     mask : (Y, X) or (Z, Y, X) array-like
-        Nonzero pixels are foreground. A Zarr array (read chunk by chunk, never whole), a
+        Nonzero pixels are foreground; pixels of different values are never one object
+        (a multi-class mask's classes are labelled apart). A Zarr array (read chunk by chunk, never whole), a
         dask array or a NumPy array. With ``"YX"``, a ``(1, Y, X)`` stack is accepted.
     output : path-like
         ``.tif``/``.tiff`` (tiled, zlib, BigTIFF when over 2 GiB) or ``.zarr`` (a Zarr

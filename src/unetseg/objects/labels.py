@@ -10,7 +10,7 @@ from skimage.measure import label
 
 from unetseg.data.masks import foreground_mask
 
-__all__ = ["label_objects", "has_instance_ids", "true_instances"]
+__all__ = ["label_objects", "class_objects", "has_instance_ids", "true_instances"]
 
 
 def label_objects(mask: ArrayLike, *, connectivity: int | None = None) -> np.ndarray:
@@ -23,6 +23,20 @@ def label_objects(mask: ArrayLike, *, connectivity: int | None = None) -> np.nda
         0 = background, 1..n = objects.
     """
     return label(np.asarray(mask) != 0, connectivity=connectivity or np.ndim(mask)).astype(np.int32)
+
+
+def class_objects(classes: ArrayLike, *, connectivity: int | None = None) -> np.ndarray:
+    """Connected components of each class of a class map: touching pixels of different
+    classes belong to different objects (full connectivity unless ``connectivity`` says
+    otherwise). For a binary mask this is :func:`label_objects`.
+
+    Returns
+    -------
+    (...) ndarray of int32
+        0 = background, 1..n = objects.
+    """
+    classes = np.asarray(classes)
+    return label(classes, background=0, connectivity=connectivity or classes.ndim).astype(np.int32)
 
 
 def has_instance_ids(mask: ArrayLike, foreground: str | Sequence[int] = "nonzero") -> bool:

@@ -120,7 +120,9 @@ def train_model(
         torch.use_deterministic_algorithms(True)
     train_set = PatchDataset(patches, "train", augment=True, seed=train_cfg.seed)
     val_set = PatchDataset(patches, "val")
-    model = UNet(in_channels=train_set.channels, out_channels=1, **asdict(model_cfg))
+    # One sigmoid output for binary masks; background + one per class (softmax) with labels.classes.
+    classes = train_set.classes
+    model = UNet(in_channels=train_set.channels, out_channels=1 + len(classes) if classes else 1, **asdict(model_cfg))
     try:
         model.output_size(train_set.patch_size)
     except ValueError:
@@ -136,7 +138,7 @@ def train_model(
         trainer.resume(checkpoint, _fingerprint(patches, model_cfg, train_cfg, val_images, border))
     history = trainer.fit()
     threshold, threshold_dice = 0.5, trainer.best_dice
-    if validator is not None:  # tuned on the validation images with the kept weights
+    if validator is not None and not classes:  # tuned on the validation images with the kept weights
         threshold, threshold_dice = best_threshold(*validator.histograms(model, device=str(trainer.device)))
     summary = {
         "best_val_dice": trainer.best_dice,
@@ -152,6 +154,7 @@ def train_model(
     full_card = {
         **(card or {}),
         "threshold": threshold,
+        "classes": classes,
         "model_config": asdict(model_cfg),
         "train_config": asdict(train_cfg),
         "training": summary,

@@ -29,7 +29,7 @@ from unetseg.io.files import atomic_path
 from unetseg.nn.device import pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
-from unetseg.training.validation import BINS, WholeImageValidator, dice_at_thresholds
+from unetseg.training.validation import WholeImageValidator, mean_class_dice
 
 __all__ = ["ModelConfig", "TrainConfig", "Trainer", "seed_everything", "settings_from_dict"]
 
@@ -196,23 +196,24 @@ class Trainer:
         validation images through tiled inference with a validator, else of the patches."""
         loss, dice = self._validate_patches()
         if self.validator is not None:
-            dice = float(dice_at_thresholds(*self.validator.histograms(self.model, device=str(self.device)))[BINS // 2])
+            dice = self.validator.score(self.model, device=str(self.device))
         return loss, dice
 
     def _validate_patches(self) -> tuple[float, float]:
         self.model.eval()
-        total, count, inter, union = 0.0, 0, 0.0, 0.0
+        total, count = 0.0, 0
+        classes = self.model.settings["out_channels"]
+        confusion = torch.zeros(max(classes, 2) ** 2, dtype=torch.int64, device=self.device)
         for image, mask, weight in self.val_loader:
             loss, logits = self._step_loss(image, mask, weight)
             total += loss.item() * len(image)
             count += len(image)
-            mask = _crop_target(mask.to(self.device), logits.shape)
-            pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(1) > 0
-            truth = mask > 0
-            inter += (pred & truth).sum().item()
-            union += pred.sum().item() + truth.sum().item()
-        dice = 1.0 if union == 0 else 2 * inter / union
-        return total / max(count, 1), dice
+            truth = _crop_target(mask.to(self.device), logits.shape).long()
+            pred = (logits[:, 0] > 0).long() if classes == 1 else logits.argmax(1)
+            truth = (truth > 0).long() if classes == 1 else truth
+            confusion += torch.bincount((truth * max(classes, 2) + pred).ravel(), minlength=confusion.numel())
+        side = max(classes, 2)
+        return total / max(count, 1), mean_class_dice(confusion.cpu().numpy().reshape(side, side))
 
     def should_stop(self, epoch: int) -> bool:
         patience = self.config.patience

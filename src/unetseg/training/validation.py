@@ -3,7 +3,9 @@
 Scores are pooled over every validation pixel from two histograms of predicted
 probabilities (of true-foreground and of true-background pixels), so the Dice at any
 threshold comes from them without keeping any probability map: the threshold stored in the
-model card is the one that maximises it.
+model card is the one that maximises it. Multi-class models (softmax over background and
+``labels.classes``) are scored by the mean Dice of the classes, from the confusion matrix
+of the most probable class (:func:`mean_class_dice`); they have no threshold.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from unetseg.inference.predictor import TiledPredictor
 from unetseg.io.images import ImageSource
 from unetseg.nn.model import UNet
 
-__all__ = ["WholeImageValidator", "dice_at_thresholds", "best_threshold"]
+__all__ = ["WholeImageValidator", "dice_at_thresholds", "best_threshold", "mean_class_dice"]
 
 BINS = 1000  # probability histogram resolution: thresholds on a 0.001 grid
 
@@ -52,20 +54,49 @@ class WholeImageValidator:
             self.samples.append((sample.image, sample.target))
         self.tile, self.border = tile, border
 
-    def histograms(self, model: UNet, *, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Counts of foreground-probability bins ``(BINS,)`` for true foreground and background."""
+    def _probabilities(self, model: UNet, device: str | None):
+        """``(truth plane, (K, Y, X) probabilities)`` of every validation plane."""
         predictor = TiledPredictor(model, tile=self.tile, border=self.border, device=device)
-        foreground, background = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
         for image, mask in self.samples:
             for z in range(image.shape[0]):
                 probs = np.zeros((1, predictor.classes, *image.shape[2:]), np.float32)
                 predictor.predict(_Plane(image, z), probs, progress=False)
-                score = probs[0, 0] if predictor.classes == 1 else 1 - probs[0, 0]
-                bins = np.minimum((score * BINS).astype(np.int64), BINS - 1)
-                truth = mask.read(z)[0] > 0
-                foreground += np.bincount(bins[truth], minlength=BINS)
-                background += np.bincount(bins[~truth], minlength=BINS)
+                yield mask.read(z)[0], probs[0]
+
+    def histograms(self, model: UNet, *, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Counts of foreground-probability bins ``(BINS,)`` for true foreground and background."""
+        foreground, background = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+        for mask, probs in self._probabilities(model, device):
+            score = probs[0] if len(probs) == 1 else 1 - probs[0]
+            bins = np.minimum((score * BINS).astype(np.int64), BINS - 1)
+            truth = mask > 0
+            foreground += np.bincount(bins[truth], minlength=BINS)
+            background += np.bincount(bins[~truth], minlength=BINS)
         return foreground, background
+
+    def confusion(self, model: UNet, *, device: str | None = None) -> np.ndarray:
+        """``(K, K)`` pixel counts, true class (rows) against the most probable class."""
+        matrix = None
+        for mask, probs in self._probabilities(model, device):
+            k = len(probs)
+            counts = np.bincount(mask.astype(np.int64).ravel() * k + probs.argmax(0).ravel(), minlength=k * k)
+            matrix = counts.reshape(k, k) if matrix is None else matrix + counts.reshape(k, k)
+        return matrix
+
+    def score(self, model: UNet, *, device: str | None = None) -> float:
+        """Dice at threshold 0.5 (binary) or the mean Dice of the classes (multi-class)."""
+        if model.settings["out_channels"] == 1:
+            return float(dice_at_thresholds(*self.histograms(model, device=device))[BINS // 2])
+        return mean_class_dice(self.confusion(model, device=device))
+
+
+def mean_class_dice(confusion: np.ndarray) -> float:
+    """Mean Dice of classes 1..K-1 (not the background) from a ``(K, K)`` confusion matrix of
+    true (rows) against predicted classes; a class absent from both counts as Dice 1."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)[1:]
+    denominator = confusion.sum(0)[1:] + confusion.sum(1)[1:]
+    return float(np.mean(np.where(denominator == 0, 1.0, 2 * tp / np.maximum(denominator, 1))))
 
 
 def dice_at_thresholds(foreground: np.ndarray, background: np.ndarray) -> np.ndarray:

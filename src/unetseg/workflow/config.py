@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from unetseg.data.masks import check_classes
 from unetseg.errors import InputError
 
 __all__ = ["check_config", "coerce_scalars", "config_errors"]
@@ -98,3 +99,11 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike, *, sour
             f"{source}: {len(problems)} problem(s):\n  - {listing}\n"
             "Fix them in your config file (keys and defaults: config/README.md)."
         )
+    labels = config.get("labels") or {}
+    if labels.get("classes"):
+        check_classes(labels["classes"], key=f"{source}: labels.classes")
+        if labels.get("foreground", "nonzero") != "nonzero":
+            raise InputError(
+                f"{source}: labels.classes and labels.foreground {labels['foreground']!r} are both set; "
+                "with classes, the classes say which values are foreground: remove labels.foreground."
+            )

@@ -20,6 +20,7 @@ from unetseg.evaluation.classes import class_confusion, per_class_scores
 from unetseg.evaluation.evaluate import evaluate, write_evaluation
 from unetseg.objects.components import label_components
 from unetseg.objects.labels import class_objects
+from unetseg.report.figures import confusion_figure
 from unetseg.training.validation import mean_class_dice
 from unetseg.workflow.config import check_config
 
@@ -138,6 +139,8 @@ def test_evaluation_gives_per_class_scores_and_the_pooled_confusion(tmp_path):
     assert np.array(summary["confusion"]["counts"]).sum() == 2 * truth.size
     assert summary["confusion"]["counts"][2][1] == 18
     write_evaluation(summary, tmp_path / "summary.json", tmp_path / "per_image.csv")
+    confusion_figure(summary, tmp_path / "confusion.png")
+    assert (tmp_path / "confusion.png").stat().st_size > 0
     assert "dice_nucleus" in json.loads((tmp_path / "summary.json").read_text())["metrics"]
     # Objects per class: the nucleus and the cell body are two true objects.
     assert b["n_true_objects"] == 2 and b["ap_50"] == 1.0
@@ -151,3 +154,20 @@ def test_config_refuses_bad_classes_and_classes_with_listed_foreground():
     with pytest.raises(InputError, match="remove labels.foreground"):
         check_config({**base, "labels": {"classes": {"a": [2]}, "foreground": [0]}}, schema)
     check_config({**base, "labels": {"classes": {"a": [2], "b": 3}}}, schema)
+
+
+def test_binary_evaluation_has_a_two_by_two_confusion(tmp_path):
+    truth = np.zeros((16, 16), np.uint8)
+    truth[2:8, 2:8] = 255
+    pred = np.roll(truth, 1, axis=0)
+    tifffile.imwrite(tmp_path / "a.tif", truth.astype(np.uint16) + 10)
+    tifffile.imwrite(tmp_path / "a_mask.tif", truth)
+    tifffile.imwrite(tmp_path / "a_pred.tif", pred)
+    preprocess_sample("a", tmp_path / "a.tif", tmp_path / "a.zarr", mask_path=tmp_path / "a_mask.tif")
+    summary = evaluate(["a"], [tmp_path / "a.zarr"], [tmp_path / "a_pred.tif"])
+    row = summary["per_image"][0]
+    assert summary["confusion"] == {
+        "classes": ["background", "foreground"],
+        "counts": [[row["tn"], row["fp"]], [row["fn"], row["tp"]]],
+    }
+    assert row["fp"] == row["fn"] == 6 and "per_class" not in summary

@@ -159,3 +159,35 @@ def test_reruns_give_bit_identical_weights_and_masks(tmp_path):
     first, second = runs
     assert (first / "model/weights.pt").read_bytes() == (second / "model/weights.pt").read_bytes()
     assert (first / "masks/test_00.tif").read_bytes() == (second / "masks/test_00.tif").read_bytes()
+
+
+def test_two_classes_train_segment_measure_and_evaluate(tmp_path):
+    root = project(tmp_path)
+    demo = {"size": 64, "n_train": 2, "n_val": 1, "n_test": 1, "n_predict": 1, "kind": "cells",
+            "directory": "resources/cells"}  # fmt: skip
+    config = write_config(
+        root, dataset="cells", samples="resources/cells/samples.tsv", demo=demo,
+        labels={"classes": {"cell_body": [1], "nucleus": [2]}}, inference={"tile": 32, "min_object_size": 0},
+    )  # fmt: skip
+    snakemake(root, "--configfile", config.name)
+
+    results = root / "results" / "cells"
+    card = json.loads((results / "model" / "card.json").read_text())
+    assert card["architecture"]["out_channels"] == 3 and card["classes"] == {"cell_body": [1], "nucleus": [2]}
+    mask = tifffile.imread(results / "masks" / "test_00.tif")
+    assert set(np.unique(mask)) <= {0, 1, 2}
+    summary = json.loads((results / "evaluation" / "summary.json").read_text())
+    assert list(summary["per_class"]) == ["cell_body", "nucleus"]
+    assert summary["confusion"]["classes"] == ["background", "cell_body", "nucleus"]
+    truth = tifffile.imread(root / "resources" / "cells" / "masks" / "test_00.tif")
+    assert summary["per_image"][0]["dice_nucleus"] == pytest.approx(dice(truth == 2, mask == 2))
+    # Objects per class, each measured with its class.
+    instances = tifffile.imread(results / "instances" / "test_00.tif")
+    table = pd.read_csv(results / "measurements" / "test_00.csv")
+    assert len(table) == instances.max() and set(table["class"]) <= {"cell_body", "nucleus"}
+    for row in table.itertuples():
+        assert set(np.unique(mask[instances == row.label])) == {1 + ["cell_body", "nucleus"].index(row[2])}
+    summary_csv = pd.read_csv(results / "measurements" / "summary.csv").set_index("sample")
+    counts = table["class"].value_counts()
+    assert summary_csv.loc["test_00", "object_count_nucleus"] == counts.get("nucleus", 0)
+    assert (results / "report" / "confusion.png").is_file()

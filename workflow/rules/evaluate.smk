@@ -37,6 +37,13 @@ rule evaluate:
             subcategory="Figures",
             labels={"figure": "objects against IoU threshold"},
         ),
+        confusion=report(
+            f"{RESULTS}/report/confusion.png",
+            caption="../report/confusion.rst",
+            category="Metrics",
+            subcategory="Figures",
+            labels={"figure": "pixel confusion matrix"},
+        ),
         gallery=report(
             f"{RESULTS}/report/worst_samples.png",
             caption="../report/worst_samples.rst",
@@ -63,5 +70,6 @@ rule evaluate:
         " --prediction {params.prediction} --foreground {params.foreground:q}"
         " --json {output.json} --csv {output.csv} --metrics-table {output.table}"
         " --metrics-page {output.page} --distributions {output.distributions}"
-        " --instances {output.instances} --gallery {output.gallery} --model {input.model}"
+        " --instances {output.instances} --confusion {output.confusion} --gallery {output.gallery}"
+        " --model {input.model}"
         " --manifests {input.manifests} --sample-sheet {params.sheet} --workflow-dir {params.workflow_dir} 2> {log}"

@@ -40,8 +40,11 @@ def read_manifests(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 
 def write_summary(manifests: Sequence[str | os.PathLike], output: str | os.PathLike) -> pd.DataFrame:
-    """``measurements/summary.csv``: one row per segmented sample, failed ones with their reason."""
-    frame = read_manifests(manifests)[list(SUMMARY_COLUMNS)]
+    """``measurements/summary.csv``: one row per segmented sample, failed ones with their reason,
+    and the object counts per class of a multi-class model (``object_count_{class}``)."""
+    frame = read_manifests(manifests)
+    per_class = [c for c in frame.columns if c.startswith("object_count_")]
+    frame = frame[[*SUMMARY_COLUMNS[:4], *per_class, *SUMMARY_COLUMNS[4:]]]
     with atomic_path(output) as tmp:
         frame.to_csv(tmp, index=False)
     return frame

@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-page", help="HTML page to write: the statistics and per-image tables")
     p.add_argument("--distributions", help="PNG to write: distributions of the per-image scores")
     p.add_argument("--instances", help="PNG to write: object precision/recall against the IoU threshold")
+    p.add_argument("--confusion", help="PNG to write: the pooled pixel confusion matrix of the classes")
     p.add_argument("--gallery", help="PNG to write: error maps of the worst images by Dice")
     p.add_argument("--model", help="model directory that made the predictions, for provenance")
     p.add_argument("--sample-sheet", help="sample sheet, for provenance")
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> None:
         figures.metric_distributions_figure(args.csv, args.distributions)
     if args.instances:
         figures.instance_curve_figure(summary, args.instances)
+    if args.confusion:
+        figures.confusion_figure(summary, args.confusion)
     if args.gallery:
         rows = [(r["sample"], r["dice"], t, p) for r, t, p in zip(summary["per_image"], args.truth, args.prediction)]
         figures.gallery_figure(rows, args.gallery)

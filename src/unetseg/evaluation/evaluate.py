@@ -24,8 +24,9 @@ class against background), objects are the connected components of each class, a
 every image also gets, per class, ``dice_{class}``, ``iou_{class}``, ``precision_{class}``
 and ``recall_{class}``, and ``unlisted_pixels`` (mask pixels of values no class lists,
 counted as background). Over the split, ``per_class`` gives for each class the mean of its
-per-image scores and the scores of the pooled pixels, and ``confusion`` the pooled
-``(C + 1) x (C + 1)`` pixel counts of true (rows) against predicted classes (columns).
+per-image scores and the scores of the pooled pixels. ``confusion`` holds the pooled pixel
+counts of true (rows) against predicted classes (columns), ``(C + 1) x (C + 1)`` with
+classes, else 2 x 2 (background, foreground).
 
 Stacks are scored plane by plane, as the network segments them: pixel counts, contour
 distances, region tables and object matches are summed over planes (objects and regions
@@ -212,18 +213,20 @@ def evaluate(
     """
     if not (len(samples) == len(truths) == len(predictions)):
         raise ValueError("samples, truths and predictions must have the same length")
-    per_image, pooled, confusion, classes = [], InstanceCounts(), None, None
+    per_image, pooled, confusion, classes = [], InstanceCounts(), np.zeros((2, 2), np.int64), None
     for sample, truth, prediction in zip(samples, truths, predictions):
         scores, objects, matrix = _evaluate_sample(truth, prediction, foreground)
         if scores["sample"] != sample:
             raise InputError(f"{truth}: holds sample {scores['sample']!r}, expected {sample!r}")
         per_image.append(scores)
         pooled += objects
-        if matrix is not None:
+        if matrix is None:  # binary: rows and columns background, foreground
+            matrix = np.array([[scores["tn"], scores["fp"]], [scores["fn"], scores["tp"]]], np.int64)
+        else:
             classes = open_sample(truth).classes
-            if confusion is not None and confusion.shape != matrix.shape:
-                raise InputError(f"{truth}: preprocessed with other labels.classes than the samples before it.")
-            confusion = matrix if confusion is None else confusion + matrix
+        if len(per_image) > 1 and confusion.shape != matrix.shape:
+            raise InputError(f"{truth}: preprocessed with other labels.classes than the samples before it.")
+        confusion = matrix if len(per_image) == 1 else confusion + matrix
     table = pd.DataFrame(per_image)
     summary: dict[str, Any] = {"n_images": len(per_image)}
     for metric in ("dice", "iou", "precision", "recall", "pixel_error"):
@@ -236,7 +239,7 @@ def evaluate(
             c: {**{k: float(table[f"{k}_{c}"].mean()) for k in CLASS_METRICS}, "pooled": pooled_scores[i]}
             for i, c in enumerate(classes)
         }
-        summary["confusion"] = {"classes": ["background", *classes], "counts": confusion.tolist()}
+    summary["confusion"] = {"classes": ["background", *(classes or ["foreground"])], "counts": confusion.tolist()}
     summary["instances"] = instance_scores(pooled)
     summary["bootstrap"] = {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "confidence": 0.95}
     summary["per_image"] = per_image

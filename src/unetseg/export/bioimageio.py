@@ -165,6 +165,14 @@ def citation_url(given: str | None = None) -> str:
     )
 
 
+def _channel_names(card: dict[str, Any], classes: int) -> list[str]:
+    """Output channel names: ``foreground``, or ``background`` and labels.classes' names."""
+    if classes == 1:
+        return ["foreground"]
+    names = list(card.get("classes") or [])
+    return ["background", *names] if len(names) + 1 == classes else [f"class{k}" for k in range(classes)]
+
+
 def _name(card: dict[str, Any], given: str | None) -> str:
     dataset = (card.get("data") or {}).get("dataset") or (card.get("config") or {}).get("dataset")
     name = given or (f"unetseg U-Net {dataset}" if dataset else "unetseg U-Net")
@@ -369,9 +377,7 @@ def export_bioimageio(
                 description="foreground probability" if classes == 1 else "class probabilities",
                 axes=[
                     v0_5.BatchAxis(),
-                    v0_5.ChannelAxis(
-                        channel_names=["foreground"] if classes == 1 else [f"class{k}" for k in range(classes)]
-                    ),
+                    v0_5.ChannelAxis(channel_names=_channel_names(card, classes)),
                     *spatial_out,
                 ],
                 test_tensor=v0_5.FileDescr(source=staging / "test_output.npy"),

@@ -246,3 +246,28 @@ def instance_curve_figure(summary: dict[str, Any], output: str | os.PathLike) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, output)
+
+
+def confusion_figure(summary: dict[str, Any], output: str | os.PathLike) -> None:
+    """The pooled pixel confusion matrix of the test split: each true class's row as shares
+    of its pixels (colour and percentage), with the pixel counts.
+
+    Parameters
+    ----------
+    summary : dict
+        As :func:`unetseg.evaluation.evaluate`: ``confusion`` (``classes`` and ``counts``).
+    """
+    names, counts = summary["confusion"]["classes"], np.asarray(summary["confusion"]["counts"], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = 1.2 + 0.9 * len(names)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), share in np.ndenumerate(shares):
+        ax.text(j, i, f"{share:.1%}\n{int(counts[i, j]):,}", ha="center", va="center", fontsize=8,
+                color="white" if share > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted class", ylabel="true class", title="Pixels of each true class")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class's pixels")
+    fig.tight_layout()
+    save_figure(fig, output)

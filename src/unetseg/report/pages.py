@@ -103,10 +103,33 @@ def metrics_page(summary: dict[str, Any], output: str | os.PathLike) -> None:
         "connected components of the prediction; a pair matches when its IoU reaches the threshold. "
         "AP = TP / (TP + FP + FN) as in the Data Science Bowl 2018; PQ is the panoptic quality.</p>"
         + _table(objects)
+        + _per_class(summary)
         + "<h2>Per image</h2>"
         + _table(per_image)
     )
     _write(output, _page("Metrics", body))
+
+
+def _per_class(summary: dict[str, Any]) -> str:
+    """The per-class section of the metrics page (multi-class runs), else nothing."""
+    if not summary.get("per_class"):
+        return ""
+    rows = [
+        {"class": name, **{k: v for k, v in scores.items() if k != "pooled"},
+         **{f"pooled_{k}": v for k, v in scores["pooled"].items()}}
+        for name, scores in summary["per_class"].items()
+    ]  # fmt: skip
+    unlisted = sum(int(r.get("unlisted_pixels", 0)) for r in summary["per_image"])
+    note = (
+        f" {unlisted} ground-truth pixel(s) held mask values that no class lists and counted as background "
+        "(per image: <code>unlisted_pixels</code>)."
+        if unlisted
+        else ""
+    )
+    return (
+        "<h2>Classes</h2><p class='note'>Each class against the rest: the mean over the test images, and "
+        f"the scores of the pooled pixels (<code>pooled_</code>).{note}</p>" + _table(pd.DataFrame(rows))
+    )
 
 
 def model_card_page(model_dir: str | os.PathLike, output: str | os.PathLike) -> None:

@@ -190,3 +190,46 @@ def test_failure_leaves_nothing(tmp_path, rng, monkeypatch, suffix):
     with pytest.raises(RuntimeError, match="disk full"):
         label_components(blobs(rng, (20, 20)), tmp_path / f"o{suffix}", chunk=8)
     assert list(tmp_path.iterdir()) == []  # no output, no temporary or scratch files
+
+
+def test_fill_gaps_closes_the_line_between_touching_objects_only():
+    labels = np.zeros((20, 30), np.uint32)
+    labels[5:15, 2:12], labels[5:15, 14:24] = 1, 2  # a two-pixel line at columns 12-13
+    labels[0, 29] = 3  # a speck with a free border
+    filled = components.fill_gaps(labels, 2)
+    np.testing.assert_array_equal(filled[5:15, 12], 1)
+    np.testing.assert_array_equal(filled[5:15, 13], 2)
+    np.testing.assert_array_equal(filled[labels > 0], labels[labels > 0])  # objects keep their pixels
+    added = (filled > 0) & (labels == 0)
+    assert added[:, 12:14].sum() == added.sum() and added[4:16].sum() == added.sum()  # only the line and its ends
+    np.testing.assert_array_equal(components.fill_gaps(labels, 0), labels)
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 100])
+def test_gap_filling_across_blocks_equals_the_whole_image(tmp_path, chunk):
+    from unetseg.data.targets import separated_foreground
+
+    truth = label(blobs(np.random.default_rng(3), (60, 70), fraction=0.6), connectivity=1)
+    separated = separated_foreground(truth)  # what a model trained on separated targets predicts
+    count = label_components(separated, tmp_path / "labels.tif", chunk=chunk, gap=2)
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    reference = components.fill_gaps(label(separated, connectivity=2).astype(np.uint32), 2)
+    assert count == reference.max()
+    assert_same_partition(labels, reference)
+    assert np.count_nonzero(labels) > np.count_nonzero(separated)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_mask_takes_the_pixels_of_gap_filled_instances(tmp_path, suffix):
+    from unetseg.inference.masks import FOREGROUND, add_object_pixels, write_mask
+
+    separated = np.zeros((1, 1, 40, 40), np.float32)
+    separated[..., 5:15, 2:12] = separated[..., 5:15, 14:24] = 1.0  # two objects, a two-pixel line
+    mask_path = tmp_path / f"mask{suffix}"
+    write_mask(separated, mask_path, threshold=0.5)
+    with open_image(mask_path) as mask:
+        label_components(mask.array, tmp_path / "instances.tif", gap=2)
+    instances = tifffile.imread(tmp_path / "instances.tif")
+    assert instances.max() == 2 and (instances[5:15, 12:14] > 0).all()
+    assert add_object_pixels(mask_path, tmp_path / "instances.tif") == np.count_nonzero(instances) - 200
+    np.testing.assert_array_equal(read(mask_path), np.where(instances > 0, FOREGROUND, 0))

@@ -164,3 +164,13 @@ def test_ids_stored_at_preprocessing_are_used_after_the_original_mask_changes(tm
     (tmp_path / "d_mask.tif").unlink()
     assert evaluate_sample(pre, mask) == before
     assert before["instance_ids"] is True and before["n_true_objects"] == 3 and before["dice"] == 1.0
+
+
+def test_delivered_instances_are_the_predicted_objects(tmp_path) -> None:
+    truth = _nuclei()
+    pre, mask = _sample(tmp_path, "a", truth, truth)  # the mask merges the two touching nuclei
+    merged = evaluate_sample(pre, mask)
+    tifffile.imwrite(tmp_path / "instances.tif", truth.astype(np.uint32))
+    kept = evaluate_sample(pre, mask, instances_path=tmp_path / "instances.tif")
+    assert (merged["n_pred_objects"], kept["n_pred_objects"]) == (2, 3)
+    assert kept["ap_50"] == 1.0 and merged["ap_50"] < 1.0 and kept["dice"] == merged["dice"]

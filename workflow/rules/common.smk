@@ -109,6 +109,14 @@ def get_preprocessed(sample_ids):
     return [f"{RESULTS}/preprocessed/{s}.zarr" for s in sample_ids]
 
 
+def get_pred_instances_arg(wildcards):
+    """The instance labels segment delivers, scored as the predicted objects (if written)."""
+    if not config["inference"]["instances"]:
+        return ""
+    files = expand(f"{RESULTS}/instances/{{sample}}.tif", sample=samples_of("test"))
+    return "--pred-instances " + " ".join(files)
+
+
 def get_image(wildcards):
     return samples.loc[wildcards.sample, "image"]
 

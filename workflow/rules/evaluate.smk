@@ -62,12 +62,13 @@ rule evaluate:
         samples=samples_of("test"),
         truth=get_preprocessed(samples_of("test")),
         prediction=expand(f"{RESULTS}/masks/{{sample}}.tif", sample=samples_of("test")),
+        instances=get_pred_instances_arg,
         foreground=as_json(config["labels"]["foreground"]),
         sheet=config["samples"],
         workflow_dir=WORKFLOW_DIR,
     shell:
         "unetseg evaluate --samples {params.samples} --truth {params.truth}"
-        " --prediction {params.prediction} --foreground {params.foreground:q}"
+        " --prediction {params.prediction} {params.instances} --foreground {params.foreground:q}"
         " --json {output.json} --csv {output.csv} --metrics-table {output.table}"
         " --metrics-page {output.page} --distributions {output.distributions}"
         " --instances {output.instances} --confusion {output.confusion} --gallery {output.gallery}"

@@ -32,7 +32,8 @@ from typing import Any
 from unetseg.batch.measure import measure_sample
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.data.sample import open_sample
-from unetseg.inference.masks import write_mask
+from unetseg.data.targets import LINE_WIDTH
+from unetseg.inference.masks import add_object_pixels, write_mask
 from unetseg.inference.run import InferenceOptions, check_channels
 from unetseg.inference.scheduler import dask_client
 from unetseg.io.files import write_json
@@ -220,12 +221,17 @@ class BatchSegmenter:
         from unetseg.io.images import open_image
 
         row: dict[str, Any] = {}
+        # A model trained with lines between touching objects predicts them: the instances
+        # give the line pixels back to the objects, and the mask takes them too.
+        gap = LINE_WIDTH if self.card.get("separated_target") else 0
         with open_image(paths["mask"], axes=spatial_axes) as mask:
             if self.settings.instances:
                 row["object_count"] = label_components(
                     mask.array, paths["instances"], spatial_axes=spatial_axes, pixel_size=pixel_size,
-                    min_size=self.settings.min_size,
+                    min_size=self.settings.min_size, gap=gap,
                 )  # fmt: skip
+        if self.settings.instances and gap:
+            add_object_pixels(paths["mask"], paths["instances"], pixel_size=pixel_size)
         if self.settings.instances and self.settings.measure:
             row.update(measure_sample(sample.image, paths["instances"], paths["mask"], paths["measurements"],
                                       sample=sample.sample, axes=self.settings.axes, pixel_size=pixel_size,

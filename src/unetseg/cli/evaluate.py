@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prediction", nargs="+", required=True, help="mask files, same order")
     p.add_argument("--foreground", type=foreground, default="nonzero",
                    help='labels.foreground the truth was preprocessed with: "nonzero" or a JSON list')  # fmt: skip
+    p.add_argument("--pred-instances", nargs="*", default=None,
+                   help="instance labels of the predictions, same order: the predicted objects")  # fmt: skip
     p.add_argument("--json", required=True, help="summary.json to write")
     p.add_argument("--csv", required=True, help="per-image CSV to write")
     p.add_argument("--metrics-table", help="CSV to write: statistics of every score over the split")
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(
             f"every test sample failed to segment ({', '.join(f['sample'] for f in failed)}); see the logs."
         )
-    summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground)
+    summary = evaluate(args.samples, args.truth, args.prediction, foreground=args.foreground,
+                       instances=args.pred_instances or None)  # fmt: skip
     summary["failed"] = failed
     summary["provenance"] = provenance(args)
     summary["provenance"]["evaluation_seconds"] = round(time.perf_counter() - started, 3)
@@ -75,6 +78,8 @@ def _drop_failed(args: argparse.Namespace) -> list[dict[str, str]]:
     args.samples, args.truth, args.prediction = (
         [v[i] for i in keep] for v in (args.samples, args.truth, args.prediction)
     )
+    if args.pred_instances:
+        args.pred_instances = [args.pred_instances[i] for i in keep]
     return [{"sample": s, "error": str(status.loc[s, "error"])} for s in failed]
 
 

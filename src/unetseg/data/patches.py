@@ -66,7 +66,14 @@ def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None
         raise InputError(f"{path}: sample {sample.name!r} has no mask; training and validation samples need one.")
     image, mask, attrs = sample.image, sample.target, sample.attrs
     z_count, _, height, width = image.shape
-    out: dict[str, Any] = {"image": [], "mask": [], "weight": [], "index": [], "classes": sample.attrs.get("classes")}
+    out: dict[str, Any] = {
+        "image": [],
+        "mask": [],
+        "weight": [],
+        "index": [],
+        "classes": sample.attrs.get("classes"),
+        "separated": "target" in sample.group,
+    }
     for z in range(z_count):
         weights = ImageSource(_plane_weights(sample, z, weight_map), "YX") if weight_map else None
         target = patch - 2 * context  # what a valid-padded network outputs for a patch
@@ -125,6 +132,7 @@ def write_patches(
         root = zarr.open_group(str(tmp), mode="w")
         channels: dict[int, str] = {}
         classes: dict[str, Any] = {}  # class names of the first sample with each labelling
+        separated = False  # any target with lines between touching objects
         for split, paths in splits.items():
             parts: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
             for path in paths:
@@ -140,6 +148,7 @@ def write_patches(
                         f"samples were preprocessed with different labels.classes ({found}); "
                         "preprocess them all with the same labels."
                     )
+                separated |= sample["separated"]
                 for key in parts:
                     parts[key] += sample[key]
             if not parts["image"]:
@@ -156,6 +165,7 @@ def write_patches(
         root.attrs["unetseg"] = {
             "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
             "context": context, "classes": next(iter(classes.values()))[1] if classes else None,
+            "separated_target": separated,
         }  # fmt: skip
     return counts
 
@@ -176,7 +186,10 @@ class PatchDataset(Dataset):
         self.patch_size = group["image"].shape[-1]
         self.has_weights = "weight" in group
         # labels.classes ({name: mask values}) or None for binary masks: the network's outputs.
-        self.classes = zarr.open_group(self.store, mode="r").attrs.get("unetseg", {}).get("classes")
+        attrs = zarr.open_group(self.store, mode="r").attrs.get("unetseg", {})
+        self.classes = attrs.get("classes")
+        # Whether touching objects were kept apart in the targets (unetseg.data.targets).
+        self.separated_target = bool(attrs.get("separated_target", False))
         flags = group.attrs.get("foreground")
         self.has_foreground = (
             np.asarray(flags, bool) if flags is not None else np.array([m.any() for m in group["mask"][:]], bool)

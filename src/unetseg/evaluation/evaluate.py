@@ -11,7 +11,8 @@ Per image (one row of ``per_image``):
 * boundaries: ``hd95`` in pixels (:func:`unetseg.metrics.hausdorff95`);
 * regions enclosed by the foreground, as for membranes (:mod:`unetseg.regions`):
   ``rand_error``, ``vi_split``, ``vi_merge``, ``vi``;
-* objects (:mod:`unetseg.instances`): ``n_true_objects``, ``n_pred_objects``, ``ap_50`` ...
+* objects (:mod:`unetseg.instances`; the predicted ones are the instance labels delivered
+  with the mask when given, else the mask's connected components): ``n_true_objects``, ``n_pred_objects``, ``ap_50`` ...
   ``ap_95`` (Data Science Bowl 2018 AP at IoU 0.50 ... 0.95), ``mean_ap`` (their mean, the
   DSB score), and at IoU 0.5 ``precision_50``, ``recall_50``, ``f1_50``,
   ``matched_iou_50``, ``pq_50``; ``instance_ids`` says whether the true objects came from
@@ -75,7 +76,7 @@ BOOTSTRAP_SEED = 0
 
 
 def _score_planes(
-    truth: PreprocessedSample, prediction: ImageSource
+    truth: PreprocessedSample, prediction: ImageSource, instances: ImageSource | None = None
 ) -> tuple[dict[str, Any], InstanceCounts, np.ndarray | None]:
     counts = np.zeros(4, dtype=np.int64)
     distances, objects, tables = DistanceTally(), InstanceCounts(), []
@@ -90,9 +91,11 @@ def _score_planes(
         tables.append(region_table(boundary_regions(true_plane), boundary_regions(pred_plane)))
         if classes:
             confusion += class_confusion(true_values, pred_values, side, prediction.path)
-            objects.add(true_objects.read(z)[0], class_objects(pred_values))
+        if instances is not None:
+            pred_objects = instances.read(z)[0]
         else:
-            objects.add(true_objects.read(z)[0], label_objects(pred_plane))
+            pred_objects = class_objects(pred_values) if classes else label_objects(pred_plane)
+        objects.add(true_objects.read(z)[0], pred_objects)
     tp, fp, fn, tn = (int(c) for c in counts)
     binary = class_scores_from_counts(tp, fp, fn, tn)
     scores = {
@@ -120,7 +123,10 @@ def _instance_columns(objects: InstanceCounts) -> dict[str, Any]:
 
 
 def _evaluate_sample(
-    truth_path: str | os.PathLike, prediction_path: str | os.PathLike, foreground: str | Sequence[int]
+    truth_path: str | os.PathLike,
+    prediction_path: str | os.PathLike,
+    foreground: str | Sequence[int],
+    instances_path: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], InstanceCounts, np.ndarray | None]:
     truth = open_sample(truth_path)
     attrs = truth.attrs
@@ -132,14 +138,22 @@ def _evaluate_sample(
                 f"{prediction_path}: mask shape {prediction.spatial_shape} differs from the image's "
                 f"{tuple(attrs['spatial_shape'])}; delete it and rerun the workflow."
             )
-        scores, objects, confusion = _score_planes(truth, prediction)
+        if instances_path:
+            with open_image(instances_path, axes=attrs["spatial_axes"]) as instances:
+                scores, objects, confusion = _score_planes(truth, prediction, instances)
+        else:
+            scores, objects, confusion = _score_planes(truth, prediction)
     counts = {k: scores.pop(k) for k in ("instance_ids", "tp", "fp", "fn", "tn")}  # last columns of the table
     row = {"sample": attrs["sample"], **scores, **_instance_columns(objects)}
     return {**row, **counts}, objects, confusion
 
 
 def evaluate_sample(
-    truth_path: str | os.PathLike, prediction_path: str | os.PathLike, *, foreground: str | Sequence[int] = "nonzero"
+    truth_path: str | os.PathLike,
+    prediction_path: str | os.PathLike,
+    *,
+    foreground: str | Sequence[int] = "nonzero",
+    instances_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Scores of one predicted mask against a preprocessed sample's ground truth.
 
@@ -152,13 +166,16 @@ def evaluate_sample(
     foreground : "nonzero" or sequence of int
         The ``labels.foreground`` the sample was preprocessed with; decides whether the
         original mask's values are instance ids.
+    instances_path : path-like, optional
+        The instance labels delivered with the mask: the predicted objects, instead of the
+        connected components of the mask.
 
     Returns
     -------
     dict
         One row of ``per_image`` (see the module docstring). Memory: one plane at a time.
     """
-    return _evaluate_sample(truth_path, prediction_path, foreground)[0]
+    return _evaluate_sample(truth_path, prediction_path, foreground, instances_path)[0]
 
 
 def aggregate(
@@ -199,8 +216,10 @@ def evaluate(
     predictions: Sequence[str | os.PathLike],
     *,
     foreground: str | Sequence[int] = "nonzero",
+    instances: Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
-    """Per-image scores and their statistics over a split.
+    """Per-image scores and their statistics over a split (``instances``: the instance label
+    files delivered with the predictions, same order, scored as the predicted objects).
 
     Returns
     -------
@@ -214,8 +233,8 @@ def evaluate(
     if not (len(samples) == len(truths) == len(predictions)):
         raise ValueError("samples, truths and predictions must have the same length")
     per_image, pooled, confusion, classes = [], InstanceCounts(), np.zeros((2, 2), np.int64), None
-    for sample, truth, prediction in zip(samples, truths, predictions):
-        scores, objects, matrix = _evaluate_sample(truth, prediction, foreground)
+    for i, (sample, truth, prediction) in enumerate(zip(samples, truths, predictions)):
+        scores, objects, matrix = _evaluate_sample(truth, prediction, foreground, instances[i] if instances else None)
         if scores["sample"] != sample:
             raise InputError(f"{truth}: holds sample {scores['sample']!r}, expected {sample!r}")
         per_image.append(scores)

@@ -17,7 +17,7 @@ import zarr
 from unetseg.io.files import TIFF_TILE, atomic_path, write_tiled_tiff
 from unetseg.io.images import is_tiff_path, is_zarr_path
 
-__all__ = ["FOREGROUND", "probabilities_to_labels", "write_mask"]
+__all__ = ["FOREGROUND", "probabilities_to_labels", "write_mask", "add_object_pixels"]
 
 FOREGROUND = 255  # value of foreground pixels in binary masks: visible in any viewer
 
@@ -87,3 +87,46 @@ def write_mask(
         else:
             raise ValueError(f"{output}: output must end in .tif, .tiff or .zarr")
     return shape
+
+
+def add_object_pixels(
+    mask_path: str | os.PathLike, instances_path: str | os.PathLike, *, pixel_size: Any = None
+) -> int:
+    """Set the pixels of a binary mask that the instance labels cover to foreground.
+
+    After :func:`unetseg.objects.components.fill_gaps` the instances hold the lines between
+    touching objects that the mask leaves as background; this puts them in the mask too, so
+    the mask's foreground is the objects'. A TIFF mask is rewritten atomically tile by tile,
+    a Zarr mask updated plane by plane.
+
+    Returns
+    -------
+    int
+        The number of pixels set.
+    """
+    from unetseg.io.images import open_image
+
+    mask_path = Path(mask_path)
+    added = 0
+    with open_image(mask_path) as mask, open_image(instances_path) as instances:
+        spatial_axes = "ZYX" if "Z" in mask.axes else "YX"
+        if is_zarr_path(mask_path):
+            target = zarr.open_array(str(mask_path), mode="r+")
+            for z in range(mask.shape[0]):
+                plane, objects = mask.read(z)[0], instances.read(z)[0]
+                fill = (objects > 0) & (plane == 0)
+                added += int(fill.sum())
+                if fill.any():
+                    target[(slice(None),) if spatial_axes == "YX" else (z,)] = np.where(fill, FOREGROUND, plane)
+            return added
+
+        def block(z: int, rows: slice, columns: slice) -> np.ndarray:
+            nonlocal added
+            plane, objects = mask.read(z, rows, columns)[0], instances.read(z, rows, columns)[0]
+            fill = (objects > 0) & (plane == 0)
+            added += int(fill.sum())
+            return np.where(fill, FOREGROUND, plane).astype(np.uint8)
+
+        with atomic_path(mask_path) as tmp:
+            write_tiled_tiff(tmp, block, mask.spatial_shape, np.uint8, spatial_axes, pixel_size=pixel_size)
+    return added

@@ -21,8 +21,9 @@ import zarr
 
 from unetseg.data.normalize import NormalizedSource, percentile_stats
 from unetseg.data.sample import open_sample
+from unetseg.data.targets import LINE_WIDTH
 from unetseg.errors import InputError
-from unetseg.inference.masks import write_mask
+from unetseg.inference.masks import add_object_pixels, write_mask
 from unetseg.inference.predictor import TiledPredictor
 from unetseg.inference.scheduler import dask_client
 from unetseg.io.images import ImageSource, open_image
@@ -167,24 +168,32 @@ def predict_image(
             print(f"wrote {output} ({'x'.join(map(str, shape))}, threshold {threshold:.3g} from the model card)",
                   file=sys.stderr)  # fmt: skip
             if outputs.instances or outputs.probabilities:
-                _write_extras(outputs, probs, threshold, source.spatial_axes, partial)
+                gap = LINE_WIDTH if card.get("separated_target") else 0
+                _write_extras(outputs, probs, threshold, source.spatial_axes, partial, gap)
         except InputError:
             shutil.rmtree(partial, ignore_errors=True)  # a bad input: nothing to resume
             raise
         shutil.rmtree(partial)
 
 
-def _write_extras(outputs: PredictOutputs, probs: Any, threshold: float, spatial_axes: str, scratch: Path) -> None:
+def _write_extras(
+    outputs: PredictOutputs, probs: Any, threshold: float, spatial_axes: str, scratch: Path, gap: int = 0
+) -> None:
     """Instance labels and the OME-Zarr pyramid, from the probabilities; the mask they
-    start from goes to ``scratch`` as Zarr."""
+    start from goes to ``scratch`` as Zarr. With ``gap``, the instances close the lines
+    between touching objects (:func:`unetseg.objects.components.fill_gaps`) and the mask
+    file takes their pixels."""
     from unetseg.io.ngff import write_ome_zarr
     from unetseg.objects.components import label_components
 
     write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes)
     mask = zarr.open_array(scratch / "mask.zarr", mode="r")
     if outputs.instances:
-        count = label_components(mask, outputs.instances, spatial_axes=spatial_axes)
+        count = label_components(mask, outputs.instances, spatial_axes=spatial_axes, gap=gap)
         print(f"wrote {outputs.instances} ({count} objects)", file=sys.stderr)
+        if gap:
+            add_object_pixels(outputs.mask, outputs.instances)
+            add_object_pixels(scratch / "mask.zarr", outputs.instances)
     if outputs.probabilities:
         # The instances just written are read back for the labels, not labelled again.
         with open_image(outputs.instances) if outputs.instances else nullcontext() as instances:

@@ -155,6 +155,8 @@ def train_model(
         **(card or {}),
         "threshold": threshold,
         "classes": classes,
+        # Touching objects were kept apart in training: their instances close the lines again.
+        "separated_target": train_set.separated_target,
         "model_config": asdict(model_cfg),
         "train_config": asdict(train_cfg),
         "training": summary,

@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1
-	$(BIN)/snakemake --report results/demo/report.html
+	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 --configfile config/demo.yaml
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/demo/report.html
 	@echo "Done: results/demo/evaluation/summary.json, results/demo/masks/, results/demo/report.html"
 
 test: lint

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from unetseg.inference.run import InferenceOptions
+from unetseg.plan.rules import AUTO, PLANNED
 from unetseg.training.trainer import ModelConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +41,8 @@ def test_settings_objects_default_to_the_schema():
         for field in dataclasses.fields(cls):
             if field.name == "augment":
                 continue  # a nested section, checked by the schema itself
+            if (section, field.name) in PLANNED:  # auto in the schema; the dataclass keeps a fallback
+                continue
             assert field.default == schema[field.name], f"{section}.{field.name}"
     inference = _defaults("inference")
     for field in dataclasses.fields(InferenceOptions):
@@ -78,3 +81,12 @@ def test_light_commands_and_the_package_load_neither_torch_nor_dask():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_every_planned_key_defaults_to_auto_in_the_schema_and_the_config():
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for path in PLANNED:
+        spec, node = SCHEMA["properties"], config
+        for part in path[:-1]:
+            spec, node = spec[part]["properties"], node[part]
+        assert spec[path[-1]]["default"] == AUTO and node[path[-1]] == AUTO, ".".join(path)

@@ -37,7 +37,7 @@ ROWS = [
     ("train_00", "train"), ("train_01", "train"), ("val_00", "val"),
     ("test_00", "test"), ("test_01", "test"), ("predict_00", "predict"),
 ]  # fmt: skip
-BUILD = {"preprocess", "tile", "train"}
+BUILD = {"preprocess", "plan_data", "plan", "tile", "train"}  # what makes the model
 OLD_NS = 1_000_000_000 * 10**9  # 2001-09-09: no write of today's run can produce it
 
 
@@ -159,6 +159,8 @@ def test_training_settings_retrain(finished, key):
     assert jobs.get("segment") == 1, jobs  # with a new model, every segmentation is redone
     if key == "preprocess.percentiles":
         assert jobs.get("preprocess") == 3 and jobs.get("tile") == 1, jobs
+    if key.startswith("train."):  # the training stage of the plan only: no new patches
+        assert jobs.get("plan") == 1 and "plan_data" not in jobs and "tile" not in jobs, jobs
 
 
 def test_removing_a_test_row_does_not_retrain(copy):

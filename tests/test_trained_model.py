@@ -254,14 +254,15 @@ def test_bad_input_stops_before_any_job_with_one_line_naming_the_fix(tmp_path, t
 
 def test_init_from_a_matching_model_fine_tunes_it(tmp_path, trained):
     # The project that trained the model, copied with its results: the next round of training
-    # starts from that model; preprocessing and tiling are up to date and are not redone.
+    # starts from that model; preprocessing and tiling are up to date and are not redone (the
+    # training stage of the plan reads train.* and runs again; the patches' stage does not).
     root = tmp_path / "tune"
     shutil.copytree(trained.parents[2], root)
     train = {**TINY["train"], "epochs": 1, "init_from": str(trained)}
     config = write_config(root, "tune.yaml", dataset="tiny", demo=DEMO, train=train)
 
     planned = job_counts(snakemake(root, "--configfile", config, "-n", target="results/tiny/model"))
-    assert planned == {"train": 1}, planned
+    assert planned == {"plan": 1, "train": 1}, planned
     snakemake(root, "--configfile", config, target="results/tiny/model")
 
     log = (root / "logs" / "tiny" / "train.log").read_text()

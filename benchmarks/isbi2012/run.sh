@@ -8,13 +8,15 @@
 #
 # Usage, from anywhere:  benchmarks/isbi2012/run.sh [extra snakemake arguments]
 #   CORES=2 by default; e.g.  CORES=8 benchmarks/isbi2012/run.sh --rerun-incomplete
+#   CONFIG=benchmarks/isbi2012/config_only.yaml: the planned run (a config of four keys)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 data=../shared/data/isbi2012
-config=benchmarks/isbi2012/config.yaml
-summary=results/isbi2012/evaluation/summary.json
+config=${CONFIG:-benchmarks/isbi2012/config.yaml}
+dataset=$(sed -n 's/^dataset: *\([A-Za-z0-9_.-]*\).*/\1/p' "$config")
+summary=results/$dataset/evaluation/summary.json
 
 missing=()
 for i in $(seq -w 0 29); do
@@ -34,14 +36,17 @@ done
 
 start=$(date +%s)
 snakemake --cores "${CORES:-2}" --resources gpu=1 --configfile "$config" "$@"
-snakemake --cores 1 --configfile "$config" --report results/isbi2012/report.html
+snakemake --cores 1 --configfile "$config" --report "results/$dataset/report.html"
 echo "wall time: $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s"
 
-python3 - "$summary" results/isbi2012/model/card.json <<'EOF'
+python3 - "$summary" "results/$dataset/model/card.json" <<'EOF'
 import json, sys
 
 summary = json.load(open(sys.argv[1]))
-training = json.load(open(sys.argv[2]))["training"]
+card = json.load(open(sys.argv[2]))
+training = card["training"]
+if card.get("plan"):
+    print("plan:", json.dumps(card["plan"]["settings"]))
 metrics = summary["metrics"]
 
 

@@ -157,7 +157,11 @@ def get_weight_map_args():
     weights = config["tile"]["weight_map"]
     if not weights["enabled"]:
         return ""
-    return f"--weight-map --w0 {weights['w0']} --sigma {weights['sigma']} --weight-objects {weights['objects']}"
+    enabled = "auto" if weights["enabled"] == "auto" else "on"
+    return (
+        f"--weight-map {enabled} --w0 {weights['w0']} --sigma {weights['sigma']}"
+        f" --weight-objects {weights['objects']}"
+    )
 
 
 def get_report_pages():
@@ -225,7 +229,13 @@ if TRAINED:
     # A bioimage.io package exported by unetseg is unpacked beside it, once.
     MODEL = str(open_exported(MODEL))
 elif config["train"]["init_from"]:
-    check_init_from(config["train"]["init_from"], config["model"])
+    _card = check_init_from(config["train"]["init_from"], config["model"])
+    for _key in (
+        "depth",
+        "base_channels",
+    ):  # fine-tuning keeps the model's architecture
+        if config["model"][_key] == "auto":
+            config["model"][_key] = _card["architecture"][_key]
 if config["export"]:
     citation_url(
         config["export_software_url"] or None
@@ -307,6 +317,24 @@ def get_measurement_tables():
 def get_init_from():
     """The model that training starts from (train.init_from), as an input: new weights there retrain."""
     return [config["train"]["init_from"]] if config["train"]["init_from"] else []
+
+
+def get_plan_settings(stage):
+    """The config values each plan stage reads: only these make it plan again."""
+    tile, model, train = config["tile"], config["model"], config["train"]
+    if stage == "data":
+        return {
+            "tile": {
+                "patch_size": tile["patch_size"],
+                "weight_map": tile["weight_map"],
+            },
+            "model": {"depth": model["depth"], "padding": model["padding"]},
+        }
+    keys = ("batch_size", "epochs", "foreground_share", "max_minutes", "device")
+    return {
+        "model": {"base_channels": model["base_channels"]},
+        "train": {key: train[key] for key in keys},
+    }
 
 
 def get_export_sample():

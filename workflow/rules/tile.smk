@@ -5,6 +5,7 @@ rule tile:
     input:
         train=get_preprocessed(samples_of("train")),
         val=get_preprocessed(samples_of("val")),
+        plan=f"{RESULTS}/plan/data.json",
     output:
         directory(f"{RESULTS}/tiles/patches.zarr"),
     log:
@@ -22,4 +23,5 @@ rule tile:
         splits=as_json({"train": samples_of("train"), "val": samples_of("val")}),
     shell:
         "unetseg tile --train {input.train} --val {input.val} --output {output}"
-        " --patch-size {params.patch_size} --model-settings {params.model:q} {params.weight_map} 2> {log}"
+        " --patch-size {params.patch_size} --model-settings {params.model:q} {params.weight_map}"
+        " --plan {input.plan} 2> {log}"

@@ -6,6 +6,7 @@ rule train:
         patches=f"{RESULTS}/tiles/patches.zarr",
         val=get_preprocessed(samples_of("val")),
         init_from=get_init_from(),
+        plan=f"{RESULTS}/plan.json",
     output:
         directory(f"{RESULTS}/model"),
     log:
@@ -29,5 +30,5 @@ rule train:
         "OMP_NUM_THREADS={threads} unetseg train --patches {input.patches} --val-images {input.val}"
         " --output {output}"
         " --model-settings {params.model:q} --train-settings {params.train:q}"
-        " --card {params.card:q} --checkpoint {params.checkpoint} --workflow-dir {params.workflow_dir}"
+        " --card {params.card:q} --plan {input.plan} --checkpoint {params.checkpoint} --workflow-dir {params.workflow_dir}"
         " 2> {log}"

@@ -20,6 +20,7 @@ COMMANDS = {
     "predict": "segment one image of any size with a trained model",
     "demo-data": "write the synthetic demo dataset and its sample sheet",
     "preprocess": "check, normalise and store one sample as Zarr",
+    "plan": "plan the auto settings of training from the data and the machine",
     "tile": "cut training and validation patches into a Zarr store",
     "train": "train a U-Net on a patch store",
     "infer": "tiled inference of a preprocessed sample into a probability Zarr",

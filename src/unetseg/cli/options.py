@@ -12,6 +12,11 @@ def json_value(text: str):
     return json.loads(text)
 
 
+def int_or_auto(text: str) -> int | str:
+    """An integer, or ``auto`` (planned by ``unetseg plan``)."""
+    return text if text == "auto" else int(text)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -7,6 +7,9 @@ import json
 import sys
 
 from unetseg.cli.options import json_value
+from unetseg.errors import InputError
+from unetseg.plan.rules import resolve
+from unetseg.plan.run import read_plan
 from unetseg.report.provenance import collect_provenance
 from unetseg.training.run import train_model
 
@@ -22,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workflow-dir", default=None, help="directory of the workflow, for its git commit")
     p.add_argument("--val-images", nargs="*", default=None,
                    help="preprocessed validation samples: validate on whole images and tune the threshold")  # fmt: skip
+    p.add_argument("--plan", default=None, help="plan.json of unetseg plan: the values of auto settings")
     p.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="border padding of that validation")
 
 
@@ -30,13 +34,21 @@ def run(args: argparse.Namespace) -> None:
     if args.card_file:
         with open(args.card_file) as f:
             card.update(json.load(f))
+    plan = read_plan(args.plan) if args.plan else None
+    if plan:
+        card["plan"] = plan
+    try:
+        model_settings = resolve("model", args.model_settings, plan and plan["settings"])
+        train_settings = resolve("train", args.train_settings, plan and plan["settings"])
+    except ValueError as err:
+        raise InputError(str(err)) from None
     card["provenance"] = collect_provenance(
         inputs=card.get("data", {}).get("files", {}),
         sample_sheet=card.get("config", {}).get("samples"),
         workflow_dir=args.workflow_dir,
     )
     summary = train_model(
-        args.patches, args.output, model_settings=args.model_settings, train_settings=args.train_settings,
+        args.patches, args.output, model_settings=model_settings, train_settings=train_settings,
         card=card, checkpoint=args.checkpoint, val_images=args.val_images, border=args.border,
     )  # fmt: skip
     print(f"training done: {json.dumps(summary)}", file=sys.stderr)

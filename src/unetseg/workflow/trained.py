@@ -105,7 +105,7 @@ def check_init_from(model: str, model_section: dict) -> dict:
         raise InputError(f"train.init_from: {err}") from None
     for key in ARCHITECTURE_KEYS:
         theirs = card["architecture"].get(key)
-        if key in model_section and model_section[key] != theirs:
+        if key in model_section and model_section[key] not in (theirs, "auto"):  # auto: the plan takes theirs
             raise InputError(
                 f"train.init_from: {model} has model.{key} = {theirs!r} but the config says "
                 f"{model_section[key]!r}; set model.{key}: {theirs!r} to fine-tune it."

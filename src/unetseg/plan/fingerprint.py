@@ -1,0 +1,147 @@
+"""Fingerprints for the plan: what the training data looks like and what the machine does.
+
+:func:`data_fingerprint` reads the preprocessed train and val samples (no raw file): image
+sizes, channels, pixel size, the foreground fraction and the objects (their equivalent
+diameters and how often they touch another object). :func:`compute_fingerprint` names the
+device and its memory and measures the seconds of one training step (forward, backward and
+optimizer step) per patch of a reference network; wider networks are extrapolated from it
+by their arithmetic (:func:`unetseg.plan.rules.relative_cost`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from unetseg.data.sample import open_sample
+from unetseg.data.targets import touching_pixels
+from unetseg.objects.labels import label_objects
+
+__all__ = ["data_fingerprint", "compute_fingerprint", "REFERENCE_CHANNELS"]
+
+REFERENCE_CHANNELS = 16  # base channels of the network whose step time is measured
+MAX_PLANES = 64  # planes read per sample for the object statistics (stacks are sampled)
+SPAN = 0.9  # a largest object spanning this share of both sides is a network (membranes)
+
+
+def _plane_objects(objects: np.ndarray, truth: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
+    """The objects the network must delineate: the mask's, or the regions it encloses; and
+    whether the mask is a network spanning the plane (membranes), whose enclosed regions
+    are then the objects whatever ``kind`` says."""
+    spans = False
+    if kind == "foreground" and objects.any():
+        ys, xs = np.nonzero(objects == np.bincount(objects.ravel())[1:].argmax() + 1)
+        spans = np.ptp(ys) + 1 >= SPAN * objects.shape[0] and np.ptp(xs) + 1 >= SPAN * objects.shape[1]
+    if kind == "background" or spans:  # membranes: the cells between them, 4-connected
+        return label_objects(truth == 0, connectivity=1), spans
+    return objects, spans
+
+
+def data_fingerprint(
+    train: Sequence[str | os.PathLike], val: Sequence[str | os.PathLike] = (), *, objects: str = "foreground"
+) -> dict[str, Any]:
+    """Statistics of the preprocessed training data that the planning rules use.
+
+    Parameters
+    ----------
+    train, val : sequence of path-like
+        Preprocessed samples (:mod:`unetseg.data.sample`) with masks.
+    objects : {"foreground", "background"}
+        As ``tile.weight_map.objects``: the mask's objects (nuclei) or the regions the
+        foreground encloses (cells between membranes). A foreground whose largest
+        component spans the image (a membrane network) counts as ``background``.
+
+    Returns
+    -------
+    dict
+        ``n_train``, ``n_val``, ``channels``, ``shapes`` (spatial shape per train sample),
+        ``min_side`` (smallest plane side), ``train_pixels`` (sum over train planes),
+        ``pixel_size``, ``foreground_fraction`` (mean over train samples),
+        ``instance_ids`` (any train mask holds ids), ``classes``, ``object_count``,
+        ``object_diameter_median`` and ``object_diameter_p90`` (equivalent diameters in
+        pixels; NaN without objects) and ``touching_share`` (objects with a pixel next to
+        another object's, over all objects).
+    """
+    shapes, fractions, diameters = [], [], []
+    channels: set[int] = set()
+    touching = count = pixels = networks = planes_read = 0
+    instance_ids, pixel_size, classes = False, None, None
+    for path in train:
+        sample = open_sample(path)
+        shapes.append(list(sample.spatial_shape))
+        channels.add(int(sample.attrs["channels"]))
+        fractions.append(float(sample.attrs.get("foreground_fraction", np.nan)))
+        instance_ids |= sample.instance_ids
+        pixel_size = pixel_size or sample.attrs.get("pixel_size")
+        classes = classes or sample.attrs.get("classes")
+        planes = sample.mask.shape[0]
+        pixels += planes * int(np.prod(sample.spatial_shape[-2:]))
+        for z in np.linspace(0, planes - 1, min(planes, MAX_PLANES)).astype(int):
+            ids, spans = _plane_objects(sample.objects.read(z)[0], sample.mask.read(z)[0], objects)
+            networks, planes_read = networks + spans, planes_read + 1
+            sizes = np.bincount(ids.ravel())[1:]
+            sizes = sizes[sizes > 0]
+            diameters += list(np.sqrt(4 * sizes / np.pi))
+            count += sizes.size
+            touched = np.unique(ids[touching_pixels(ids)])
+            touching += int(np.count_nonzero(touched))
+    sides = [min(s[-2:]) for s in shapes]
+    return {
+        "n_train": len(train), "n_val": len(val), "channels": sorted(channels), "shapes": shapes,
+        "min_side": int(min(sides)) if sides else 0, "train_pixels": int(pixels),
+        "pixel_size": pixel_size, "foreground_fraction": float(np.nanmean(fractions)) if fractions else float("nan"),
+        "instance_ids": bool(instance_ids), "classes": classes, "object_count": int(count),
+        "objects": "background" if objects == "background" or networks * 2 > planes_read else "foreground",
+        "object_diameter_median": float(np.median(diameters)) if diameters else float("nan"),
+        "object_diameter_p90": float(np.percentile(diameters, 90)) if diameters else float("nan"),
+        "touching_share": touching / count if count else 0.0,
+    }  # fmt: skip
+
+
+def compute_fingerprint(
+    *, device: str = "auto", channels: int = 1, depth: int = 4, patch: int = 128, steps: int = 5, batch: int = 4
+) -> dict[str, Any]:
+    """The device, its memory, and the measured seconds per patch of one training step of
+    a reference U-Net (``REFERENCE_CHANNELS`` base channels; the median of ``steps`` steps
+    of ``batch`` patches after two warm-up steps), with the threads this process has. On a
+    shared machine the measurement follows its load; ``plan.json`` records it.
+
+    Returns
+    -------
+    dict
+        ``device``, ``threads``, ``memory_gb`` (device memory: system RAM on the CPU),
+        ``reference`` (``depth``, ``base_channels``, ``patch``) and ``seconds_per_patch``.
+    """
+    import torch
+
+    from unetseg.nn.device import pick_device
+    from unetseg.nn.model import UNet
+
+    target = pick_device(device)
+    if target.type == "cuda":
+        memory = torch.cuda.get_device_properties(target).total_memory / 2**30
+    else:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    torch.manual_seed(0)
+    model = UNet(in_channels=channels, out_channels=1, depth=depth, base_channels=REFERENCE_CHANNELS)
+    model = model.to(target).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    patches = torch.rand(batch, channels, patch, patch, device=target)
+    elapsed = []
+    for _ in range(steps + 2):
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        model(patches).float().square().mean().backward()
+        optimizer.step()
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed.append(time.perf_counter() - started)
+    return {
+        "device": target.type, "threads": torch.get_num_threads(), "memory_gb": round(memory, 2),
+        "reference": {"depth": depth, "base_channels": REFERENCE_CHANNELS, "patch": patch},
+        "seconds_per_patch": float(np.median(elapsed[2:])) / batch,
+    }  # fmt: skip

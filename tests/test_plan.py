@@ -1,0 +1,160 @@
+"""The plan: fingerprints of the training data, the planning rules on synthetic fingerprints,
+and resolving ``auto`` settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetseg.data.demo import write_demo_dataset
+from unetseg.data.preprocess import preprocess_sample
+from unetseg.errors import InputError
+from unetseg.nn.model import UNet
+from unetseg.plan.fingerprint import data_fingerprint
+from unetseg.plan.rules import AUTO, PLANNED, patch_count, plan_settings, receptive_field, resolve
+from unetseg.plan.run import make_data_plan, make_plan, read_plan
+
+AUTO_CONFIG = {
+    "tile": {"patch_size": AUTO, "weight_map": {"enabled": AUTO, "objects": "foreground"}},
+    "model": {"depth": AUTO, "base_channels": AUTO, "padding": "same"},
+    "train": {"batch_size": AUTO, "epochs": AUTO, "foreground_share": AUTO, "max_minutes": 60},
+}
+REFERENCE = {"depth": 4, "base_channels": 16, "patch": 128}
+
+
+def fingerprint(**changes):
+    data = {
+        "shapes": [[1024, 1024]] * 20, "min_side": 1024, "object_diameter_p90": 30.0, "instance_ids": True,
+        "objects": "foreground", "touching_share": 0.3, "foreground_fraction": 0.25,
+    }  # fmt: skip
+    return {**data, **changes}
+
+
+def compute(seconds_per_patch=0.01, device="cuda"):
+    return {"device": device, "seconds_per_patch": seconds_per_patch, "reference": REFERENCE}
+
+
+def config(**sections):
+    merged = json.loads(json.dumps(AUTO_CONFIG))
+    for section, values in sections.items():
+        merged[section].update(values)
+    return merged
+
+
+def test_receptive_field_formula_is_the_networks():
+    for depth in (2, 3, 4, 5):
+        low, high = UNet(depth=depth, base_channels=1).receptive_field()
+        assert receptive_field(depth) == high - low + 1
+
+
+@pytest.mark.parametrize(("p90", "depth"), [(20, 3), (50, 3), (60, 4), (100, 4), (150, 5), (float("nan"), 4)])
+def test_depth_follows_the_object_size(p90, depth):
+    settings, reasons, _ = plan_settings(fingerprint(object_diameter_p90=p90), compute(), config())
+    assert settings["model"]["depth"] == depth
+    if np.isfinite(p90):
+        assert receptive_field(depth) >= 2 * p90 or depth == 5
+
+
+def test_patch_grows_with_objects_and_stays_inside_the_images():
+    small, _, _ = plan_settings(fingerprint(object_diameter_p90=20), compute(), config())
+    large, _, _ = plan_settings(fingerprint(object_diameter_p90=100), compute(), config())
+    tiny_images, _, _ = plan_settings(fingerprint(min_side=96, shapes=[[96, 96]] * 4), compute(), config())
+    assert small["tile"]["patch_size"] == 128 and large["tile"]["patch_size"] == 512
+    assert (
+        tiny_images["tile"]["patch_size"] == 96
+        and tiny_images["tile"]["patch_size"] % 2 ** tiny_images["model"]["depth"] == 0
+    )
+
+
+def test_width_and_epochs_follow_the_measured_speed_and_the_budget():
+    fast, _, fast_estimates = plan_settings(fingerprint(), compute(0.001), config())
+    slow, reasons, estimates = plan_settings(fingerprint(), compute(0.5, "cpu"), config(train={"max_minutes": 20}))
+    assert fast["model"]["base_channels"] == 64 and slow["model"]["base_channels"] == 16
+    assert "cpu" in reasons["model.base_channels"]
+    # The budget ends training; the reason gives the epochs estimated to fit.
+    fit = int(20 * 60 // estimates["seconds_per_epoch"])
+    assert slow["train"]["epochs"] == 300 and f"about {fit} epochs" in reasons["train.epochs"]
+    assert fast_estimates["patches_per_epoch"] == patch_count([[1024, 1024]] * 20, 128)
+
+
+def test_weight_map_batch_and_foreground_sampling_rules():
+    touching, _, _ = plan_settings(fingerprint(touching_share=0.3), compute(), config())
+    apart, _, _ = plan_settings(fingerprint(touching_share=0.02), compute(), config())
+    membranes, _, _ = plan_settings(fingerprint(objects="background"), compute(), config())
+    sparse, _, _ = plan_settings(fingerprint(foreground_fraction=0.01, shapes=[[128, 128]]), compute(), config())
+    assert touching["tile"]["weight_map"]["enabled"] and not apart["tile"]["weight_map"]["enabled"]
+    assert not membranes["tile"]["weight_map"]["enabled"]
+    assert sparse["train"]["foreground_share"] == 0.5 and touching["train"]["foreground_share"] == 0.0
+    assert sparse["train"]["batch_size"] == 1 and touching["train"]["batch_size"] == 8  # one patch: batch 1
+
+
+def test_explicit_values_win_and_constrain_the_rest():
+    settings, reasons, _ = plan_settings(
+        fingerprint(object_diameter_p90=100), compute(), config(tile={"patch_size": 64}, model={"base_channels": 8})
+    )
+    assert settings["tile"]["patch_size"] == 64 and settings["model"]["base_channels"] == 8
+    assert reasons["tile.patch_size"] == reasons["model.base_channels"] == "set in the config"
+    assert 64 // 2 ** settings["model"]["depth"] >= 8  # the bottleneck keeps 8 pixels
+
+
+def test_resolve_replaces_auto_only():
+    planned = {"tile": {"patch_size": 256, "weight_map": {"enabled": True}}, "model": {"depth": 4, "base_channels": 32}}
+    tile = resolve("tile", {"patch_size": AUTO, "weight_map": {"enabled": AUTO, "w0": 10}}, planned)
+    assert tile == {"patch_size": 256, "weight_map": {"enabled": True, "w0": 10}}
+    assert resolve("model", {"depth": 3, "base_channels": AUTO}, planned) == {"depth": 3, "base_channels": 32}
+    with pytest.raises(ValueError, match="model.depth is 'auto' but no plan gives it"):
+        resolve("model", {"depth": AUTO}, None)
+
+
+@pytest.fixture(scope="module")
+def demo_samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    write_demo_dataset(root, shape=(96, 96), n_train=2, n_val=1, n_test=0, n_predict=0)
+    paths = []
+    for name in ("train_00", "train_01", "val_00"):
+        out = root / f"{name}.zarr"
+        preprocess_sample(name, root / "images" / f"{name}.tif", out, mask_path=root / "masks" / f"{name}.tif")
+        paths.append(out)
+    return root, paths
+
+
+def test_data_fingerprint_measures_objects_and_contacts(demo_samples):
+    root, paths = demo_samples
+    data = data_fingerprint(paths[:2], paths[2:])
+    truth = [tifffile.imread(root / "masks" / f"train_0{i}.tif") for i in (0, 1)]
+    assert data["n_train"] == 2 and data["n_val"] == 1 and data["channels"] == [1] and data["min_side"] == 96
+    assert data["object_count"] == sum(len(np.unique(t)) - 1 for t in truth)
+    diameters = np.concatenate(
+        [np.sqrt(4 * np.bincount(t.ravel())[1:][np.bincount(t.ravel())[1:] > 0] / np.pi) for t in truth]
+    )
+    assert data["object_diameter_p90"] == pytest.approx(np.percentile(diameters, 90))
+    assert 0 < data["touching_share"] < 1 and data["instance_ids"] is True
+
+
+def test_the_two_stages_write_reusable_plans(demo_samples, tmp_path):
+    _, paths = demo_samples
+    settings = config(train={"max_minutes": 5}, model={"base_channels": 4})
+    first = make_data_plan(paths[:2], paths[2:], settings, tmp_path / "data.json")
+    assert read_plan(tmp_path / "data.json") == json.loads(json.dumps(first))
+    assert first["settings"]["tile"]["patch_size"] == 96  # the images are smaller than 128 px
+    assert set(first["settings"]) == {"tile", "model"} and "base_channels" not in first["settings"]["model"]
+    plan = make_plan(first, settings, tmp_path / "plan.json")
+    assert plan["settings"]["model"] == {"depth": first["settings"]["model"]["depth"], "base_channels": 4}
+    assert plan["compute"]["seconds_per_patch"] > 0 and set(plan["reasons"]) == {".".join(p) for p in PLANNED}
+    with pytest.raises(InputError, match="too short for one epoch"):
+        make_plan(first, config(train={"max_minutes": 1e-6}), tmp_path / "short.json")
+    assert not (tmp_path / "short.json").exists()
+
+
+def test_a_membrane_network_counts_its_cells_as_the_objects(tmp_path):
+    membranes = np.zeros((96, 96), np.uint8)
+    membranes[::24, :] = membranes[:, ::24] = 1  # a grid of one-pixel membranes: 16 cells
+    tifffile.imwrite(tmp_path / "image.tif", membranes * 200 + 20)
+    tifffile.imwrite(tmp_path / "mask.tif", membranes)
+    preprocess_sample("m", tmp_path / "image.tif", tmp_path / "m.zarr", mask_path=tmp_path / "mask.tif")
+    data = data_fingerprint([tmp_path / "m.zarr"])
+    assert data["objects"] == "background" and data["object_count"] == 16
+    assert data["object_diameter_median"] == pytest.approx(np.sqrt(4 * 23 * 23 / np.pi))

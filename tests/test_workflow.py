@@ -191,3 +191,21 @@ def test_two_classes_train_segment_measure_and_evaluate(tmp_path):
     counts = table["class"].value_counts()
     assert summary_csv.loc["test_00", "object_count_nucleus"] == counts.get("nucleus", 0)
     assert (results / "report" / "confusion.png").is_file()
+
+
+def test_a_config_of_a_sample_sheet_alone_is_planned(tmp_path):
+    root = project(tmp_path)
+    write_demo_dataset(root / "data", shape=(64, 64), n_train=2, n_val=1, n_test=1, n_predict=0)
+    config = root / "mine.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "mine", "samples": "data/samples.tsv", "train": {"max_minutes": 0.5}}))
+    snakemake(root, "--configfile", config.name)
+
+    results = root / "results" / "mine"
+    plan = json.loads((results / "plan.json").read_text())
+    card = json.loads((results / "model" / "card.json").read_text())
+    assert card["plan"]["settings"] == plan["settings"]
+    assert card["model_config"]["depth"] == plan["settings"]["model"]["depth"]
+    assert card["model_config"]["base_channels"] == plan["settings"]["model"]["base_channels"]
+    assert plan["settings"]["tile"]["patch_size"] == 64  # the images' side: smaller than 128
+    assert plan["reasons"]["tile.weight_map.enabled"].endswith("with instance ids)")
+    assert json.loads((results / "evaluation" / "summary.json").read_text())["n_images"] == 1

@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> None:
     enabled = {"on": True, "off": False, "auto": "auto"}[args.weight_map]
     try:
         tile = resolve("tile", {"patch_size": args.patch_size, "weight_map": {"enabled": enabled}}, planned)
-        model = resolve("model", args.model_settings, planned)
+        # Tiling needs the depth (and padding) only; the width is planned after it.
+        shape = {k: v for k, v in args.model_settings.items() if k in ("depth", "padding")}
+        model = resolve("model", shape, planned)
     except ValueError as err:
         raise InputError(str(err)) from None
     weight_map = None

@@ -136,8 +136,8 @@ def profile_partitions() -> tuple[str, str]:
     """The CPU and GPU partitions that profiles/slurm asks for, so that the profile is run as written."""
     settings = profile()
     cpu = settings["default-resources"]["slurm_partition"]
-    gpu = {settings["set-resources"][rule]["slurm_partition"] for rule in ("train", "segment")}
-    assert len(gpu) == 1, "train and segment ask for different partitions"
+    gpu = {settings["set-resources"][rule]["slurm_partition"] for rule in ("plan", "train", "segment")}
+    assert len(gpu) == 1, "plan, train and segment ask for different partitions"
     return cpu, gpu.pop()
 
 
@@ -253,13 +253,14 @@ def test_workflow_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
         rule = re.match(r"rule_([A-Za-z_]+?)(_wildcards_|$)", job["Comment"]).group(1)
         jobs.setdefault(rule, []).append(job)
     # preprocess: train and val images; segment: one batch of test images.
-    expected = {"demo_data": 1, "preprocess": 2, "tile": 1, "train": 1, "segment": 1, "evaluate": 1}
+    expected = {"demo_data": 1, "preprocess": 2, "plan_data": 1, "plan": 1, "tile": 1, "train": 1, "segment": 1,
+                "evaluate": 1}  # fmt: skip
     assert {rule: len(jobs.get(rule, [])) for rule in expected} == expected
     for rule, submitted in jobs.items():
         for job in submitted:
             assert job["JobState"] == "COMPLETED", job
             asks_gpu = "gres:gpu:1" in job.get("TresPerJob", "")
-            assert asks_gpu == (rule in ("train", "segment")), job
+            assert asks_gpu == (rule in ("plan", "train", "segment")), job
             if asks_gpu:
                 cpus_per_gpu = profile()["set-resources"][rule]["cpus_per_gpu"]
                 assert job["Partition"] == gpu_partition, job

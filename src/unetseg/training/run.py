@@ -105,13 +105,17 @@ def train_model(
     checkpoint : path-like, optional
         Where to keep the training state every ``checkpoint_minutes``. If a checkpoint of
         the same configuration and data is there, training continues from it (after a
-        kill, a walltime limit...) and ends as the uninterrupted run would have; it is
-        deleted once the model is written.
+        kill, a walltime limit...) and ends as the uninterrupted run would have: it keeps the
+        planned number of steps of the checkpoint, measured when the run started, rather than
+        planning again. The checkpoint is deleted once the model is written.
 
     Returns
     -------
     dict
-        Summary: best validation Dice and its epoch, epochs run, seconds.
+        Summary: best validation Dice and its epoch, epochs and steps run, seconds, what
+        stopped training, the planned steps and epochs, whether ``max_minutes`` bound the
+        plan and the step and validation times measured for it
+        (:mod:`unetseg.training.schedule`). The model card holds it as ``training``.
     """
     model_cfg = settings_from_dict(ModelConfig, model_settings, "model")
     train_cfg = settings_from_dict(TrainConfig, train_settings, "train")
@@ -145,6 +149,12 @@ def train_model(
         "seconds": history[-1]["seconds"],
         "device": str(trainer.device),
         "stopped_by": trainer.stopped_by,
+        "steps_run": trainer.step,
+        "planned_steps": trainer.plan.total_steps,
+        "planned_epochs": round(trainer.plan.total_steps / trainer.plan.steps_per_epoch, 3),
+        "budget_bound": trainer.plan.budget_bound,
+        "measured_step_seconds": trainer.plan.step_seconds,
+        "measured_validation_seconds": trainer.plan.validation_seconds,
         "validation": "whole images, tiled inference" if validator else "patches",
         "threshold": threshold,
         "val_dice_at_threshold": threshold_dice,

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import zarr
 
-from unetseg.data.patches import PatchDataset
 from unetseg.errors import InputError
 from unetseg.nn.card import WEIGHTS, read_card
 from unetseg.nn.device import pick_device
 from unetseg.nn.model import UNet
 from unetseg.nn.modelcard import save_model
+from unetseg.training.loading import PatchesInMemory
 from unetseg.training.trainer import ModelConfig, TrainConfig, Trainer, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, best_threshold
 
@@ -122,8 +122,8 @@ def train_model(
     seed_everything(train_cfg.seed)
     if pick_device(train_cfg.device).type == "cpu":
         torch.use_deterministic_algorithms(True)
-    train_set = PatchDataset(patches, "train", augment=True, seed=train_cfg.seed)
-    val_set = PatchDataset(patches, "val")
+    train_set = PatchesInMemory(patches, "train", augment=True, seed=train_cfg.seed)
+    val_set = PatchesInMemory(patches, "val")
     model = UNet(in_channels=train_set.channels, out_channels=1, **asdict(model_cfg))
     try:
         model.output_size(train_set.patch_size)

@@ -122,19 +122,21 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        total, count = 0.0, 0
+        losses, sizes = [], []  # read once at the end: no wait for the device at every step
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=None, file=sys.stderr)
         for step, batch in enumerate(bar):
             seed = int(np.random.SeedSequence([self.config.seed, epoch, step]).generate_state(1)[0])
             loss = self.optimise(self.model, self.optimizer, self.scaler, batch, seed=seed)
             self.scheduler.step()
             self.step += 1
-            total += loss.item() * len(batch[0])
-            count += len(batch[0])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            losses.append(loss.detach())
+            sizes.append(len(batch[0]))
+            if not bar.disable:  # a terminal: show the loss
+                bar.set_postfix(loss=f"{loss.item():.4f}")
             if self.step >= self.plan.total_steps or self.out_of_time():
                 break
-        return total / max(count, 1)
+        values = torch.stack(losses).cpu().tolist() if losses else []
+        return sum(value * size for value, size in zip(values, sizes)) / max(sum(sizes), 1)
 
     def optimise(self, model: UNet, optimizer, scaler, batch, *, seed: int) -> torch.Tensor:
         """One optimiser step on ``batch``, augmented with a generator seeded by ``seed``; the loss."""

@@ -112,7 +112,7 @@ class Trainer:
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            logits = (model or self.model)(image)
+            logits = (self.model if model is None else model)(image)
         logits = logits.float()
         mask, weight = _crop_target(mask, logits.shape), _crop_target(weight, logits.shape)
         return self.loss_fn(logits, mask, weight), logits
@@ -159,7 +159,7 @@ class Trainer:
     def validate(self, model: UNet | None = None) -> tuple[float, float]:
         """Validation loss (on the validation patches) and Dice at threshold 0.5: of whole
         validation images through tiled inference with a validator, else of the patches."""
-        model = model or self.model
+        model = self.model if model is None else model
         loss, dice = self._validate_patches(model)
         if self.validator is not None:
             dice = float(dice_at_thresholds(*self.validator.histograms(model, device=str(self.device)))[BINS // 2])
@@ -260,7 +260,8 @@ class Trainer:
     def fit(self) -> list[dict[str, float]]:
         """Train to the end of the plan (or ``patience``, or the hard stop at ``max_minutes``).
 
-        A new run first measures its step and validation times (:meth:`measure`) and plans
+        A new run first measures its step and validation times
+        (:func:`~unetseg.training.schedule.measure_times`) and plans
         its steps: ``epochs``, or what fits in what is left of ``max_minutes``
         (:func:`~unetseg.training.schedule.plan_steps`). A resumed run keeps its plan.
         """

@@ -126,20 +126,24 @@ def plan_steps(
 
 
 def measure_times(
-    trainer: Trainer, *, warmup: int = 2, min_steps: int = 3, min_seconds: float = 2.0, max_steps: int = 20
-):
+    trainer: Trainer, *, warmup: int = 3, min_steps: int = 5, min_seconds: float = 3.0, max_steps: int = 30
+) -> tuple[float, float]:
     """Seconds of one optimiser step and of one validation, measured on a scratch copy.
 
-    The copy of the model and a fresh optimiser take ``warmup`` untimed steps, then timed
-    steps (batch loading and augmentation included, one process) until there are
-    ``min_steps`` and ``min_seconds``, or ``max_steps``; then one validation is timed.
-    The model, the optimiser and every random state are left as they were, so the
-    measurement does not change what the run learns.
+    Two validations of the copy come first, the second timed; then the copy and a fresh
+    optimiser take ``warmup`` untimed steps, then timed steps (batch loading and augmentation
+    included, one process) until there are ``min_steps`` and ``min_seconds``, or
+    ``max_steps``. The first validation and steps of a process pay one-off costs: on the
+    2-core test machine (PyTorch 2.13, CPU), training steps ran 2.5 to 6x slower until a
+    first whole-image validation had run (why, we do not know), and the first validation
+    took 1.3 to 4x the next. The median step is taken, robust to the odd slow step of a
+    shared machine. The model, the optimiser and every random state are left as they were,
+    so the measurement does not change what the run learns.
 
     Returns
     -------
     tuple of float
-        ``(step_seconds, validation_seconds)``: the mean timed step and the validation.
+        ``(step_seconds, validation_seconds)``: the median timed step and the validation.
     """
     model = copy.deepcopy(trainer.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.config.learning_rate,
@@ -151,17 +155,18 @@ def measure_times(
     cuda = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
     np_state, py_state = np.random.get_state(), random.getstate()
     with torch.random.fork_rng(devices=cuda):
-        batches = itertools.cycle(loader)
-        for step in range(warmup):
-            trainer.optimise(model, optimizer, scaler, next(batches), seed=step)
-        started, count = time.perf_counter(), 0
-        while count < max_steps and (count < min_steps or time.perf_counter() - started < min_seconds):
-            trainer.optimise(model, optimizer, scaler, next(batches), seed=count).item()  # waits for the device
-            count += 1
-        step_seconds = (time.perf_counter() - started) / count
+        trainer.validate(model)
         started = time.perf_counter()
         trainer.validate(model)
         validation_seconds = time.perf_counter() - started
+        batches = itertools.cycle(loader)
+        for step in range(warmup):
+            trainer.optimise(model, optimizer, scaler, next(batches), seed=step).item()
+        times: list[float] = []
+        while len(times) < max_steps and (len(times) < min_steps or sum(times) < min_seconds):
+            started = time.perf_counter()
+            trainer.optimise(model, optimizer, scaler, next(batches), seed=len(times)).item()  # waits for the device
+            times.append(time.perf_counter() - started)
     np.random.set_state(np_state)
     random.setstate(py_state)
-    return step_seconds, validation_seconds
+    return float(np.median(times)), validation_seconds

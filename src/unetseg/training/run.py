@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import zarr
 
-from unetseg.data.patches import PatchDataset
 from unetseg.errors import InputError
 from unetseg.nn.card import WEIGHTS, read_card
 from unetseg.nn.device import pick_device
 from unetseg.nn.model import UNet
 from unetseg.nn.modelcard import save_model
+from unetseg.training.loading import PatchesInMemory
 from unetseg.training.trainer import ModelConfig, TrainConfig, Trainer, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, best_threshold
 
@@ -105,21 +105,25 @@ def train_model(
     checkpoint : path-like, optional
         Where to keep the training state every ``checkpoint_minutes``. If a checkpoint of
         the same configuration and data is there, training continues from it (after a
-        kill, a walltime limit...) and ends as the uninterrupted run would have; it is
-        deleted once the model is written.
+        kill, a walltime limit...) and ends as the uninterrupted run would have: it keeps the
+        planned number of steps of the checkpoint, measured when the run started, rather than
+        planning again. The checkpoint is deleted once the model is written.
 
     Returns
     -------
     dict
-        Summary: best validation Dice and its epoch, epochs run, seconds.
+        Summary: best validation Dice and its epoch, epochs and steps run, seconds, what
+        stopped training, the planned steps and epochs, whether ``max_minutes`` bound the
+        plan and the step and validation times measured for it
+        (:mod:`unetseg.training.schedule`). The model card holds it as ``training``.
     """
     model_cfg = settings_from_dict(ModelConfig, model_settings, "model")
     train_cfg = settings_from_dict(TrainConfig, train_settings, "train")
     seed_everything(train_cfg.seed)
     if pick_device(train_cfg.device).type == "cpu":
         torch.use_deterministic_algorithms(True)
-    train_set = PatchDataset(patches, "train", augment=True, seed=train_cfg.seed)
-    val_set = PatchDataset(patches, "val")
+    train_set = PatchesInMemory(patches, "train", augment=True, seed=train_cfg.seed)
+    val_set = PatchesInMemory(patches, "val")
     # One sigmoid output for binary masks; background + one per class (softmax) with labels.classes.
     classes = train_set.classes
     model = UNet(in_channels=train_set.channels, out_channels=1 + len(classes) if classes else 1, **asdict(model_cfg))
@@ -147,6 +151,12 @@ def train_model(
         "seconds": history[-1]["seconds"],
         "device": str(trainer.device),
         "stopped_by": trainer.stopped_by,
+        "steps_run": trainer.step,
+        "planned_steps": trainer.plan.total_steps,
+        "planned_epochs": round(trainer.plan.total_steps / trainer.plan.steps_per_epoch, 3),
+        "budget_bound": trainer.plan.budget_bound,
+        "measured_step_seconds": trainer.plan.step_seconds,
+        "measured_validation_seconds": trainer.plan.validation_seconds,
         "validation": "whole images, tiled inference" if validator else "patches",
         "threshold": threshold,
         "val_dice_at_threshold": threshold_dice,

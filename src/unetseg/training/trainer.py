@@ -1,19 +1,19 @@
-"""Training: a small trainer (fit / train_epoch / validate / should_stop) and its settings.
+"""Training: a small trainer (fit / train_epoch / validate / should_stop).
 
 On the CPU, with the same seed, configuration and data, a run that stops on ``epochs``
-gives bit-identical weights (``torch.use_deterministic_algorithms``). A run cut short by
-``max_minutes`` keeps its best checkpoint, but where it stops depends on the machine.
+gives bit-identical weights (``torch.use_deterministic_algorithms``). When ``epochs`` do not
+fit in ``max_minutes``, the run plans fewer steps from the step time it measures at the
+start and its schedule runs over those (:mod:`unetseg.training.schedule`): where it stops
+then depends on the machine, but a resumed run follows the plan of its checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +24,15 @@ from tqdm.auto import tqdm
 
 from unetseg.data.augment import AugmentConfig, augment_batch
 from unetseg.data.patches import ForegroundSampler, PatchDataset
-from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.nn.device import pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
+from unetseg.training.schedule import SchedulePlan, lr_factor, measure_times, plan_steps
+from unetseg.training.settings import ModelConfig, TrainConfig, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, mean_class_dice
 
 __all__ = ["ModelConfig", "TrainConfig", "Trainer", "seed_everything", "settings_from_dict"]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture options of :class:`~unetseg.model.UNet` (see there)."""
-
-    depth: int = 4
-    base_channels: int = 64
-    padding: str = "same"
-    batch_norm: bool = True
-    dropout: float = 0.0
-    upsampling: str = "transpose"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training options; the config's ``train`` section, see config/README.md."""
-
-    epochs: int = 100
-    max_minutes: float = 60.0
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    loss: str = "bce_dice"
-    patience: int = 0
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    checkpoint_minutes: float = 5.0
-    foreground_share: float = 0.0
-    augment: dict = field(default_factory=dict)
-    init_from: str = ""
-
-
-def settings_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(f"config '{section}': unknown key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**values)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to zero at ``total`` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _crop_target(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -132,23 +77,34 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        total = config.epochs * len(self.train_loader)
-        warmup = max(1, int(config.warmup_epochs * len(self.train_loader)))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, warmup, total))
+        self.steps_per_epoch = len(self.train_loader)
+        self.plan: SchedulePlan | None = None  # made by fit() from measured times, or read from a checkpoint
+        self.scheduler = self._scheduler(self._epochs_plan())
         self.history: list[dict[str, float]] = []
         self.best_dice, self.best_epoch, self.best_state = -1.0, -1, None
         self.started = time.monotonic()
         self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps taken
         self.stopped_by = "epochs"
         self.checkpoint_path: Path | None = None
         self.fingerprint = ""
         self.last_checkpoint = time.monotonic()
 
+    def _epochs_plan(self, **measured: float) -> SchedulePlan:
+        cfg = self.config
+        return plan_steps(epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, warmup_epochs=cfg.warmup_epochs,
+                          **measured)  # fmt: skip
+
+    def _scheduler(self, plan: SchedulePlan) -> torch.optim.lr_scheduler.LambdaLR:
+        """A learning-rate scheduler following ``plan``, at its step 0."""
+        warmup, total = plan.warmup_steps, plan.total_steps
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > 60 * self.config.max_minutes
 
     def _step_loss(
-        self, image: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
+        self, image: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, model: UNet | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
@@ -156,7 +112,7 @@ class Trainer:
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            logits = self.model(image)
+            logits = (self.model if model is None else model)(image)
         logits = logits.float()
         mask, weight = _crop_target(mask, logits.shape), _crop_target(weight, logits.shape)
         return self.loss_fn(logits, mask, weight), logits
@@ -166,46 +122,56 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        total, count = 0.0, 0
+        losses, sizes = [], []  # read once at the end: no wait for the device at every step
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=None, file=sys.stderr)
-        for step, (image, mask, weight) in enumerate(bar):
-            if self.augment.elastic or self.augment.intensity:
-                seed = int(np.random.SeedSequence([self.config.seed, epoch, step]).generate_state(1)[0])
-                image, mask, weight = augment_batch(
-                    image.to(self.device), mask.to(self.device), weight.to(self.device), self.augment,
-                    generator=torch.Generator().manual_seed(seed),
-                )  # fmt: skip
-            loss, _ = self._step_loss(image, mask, weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        for step, batch in enumerate(bar):
+            seed = int(np.random.SeedSequence([self.config.seed, epoch, step]).generate_state(1)[0])
+            loss = self.optimise(self.model, self.optimizer, self.scaler, batch, seed=seed)
             self.scheduler.step()
-            total += loss.item() * len(image)
-            count += len(image)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.out_of_time():
+            self.step += 1
+            losses.append(loss.detach())
+            sizes.append(len(batch[0]))
+            if not bar.disable:  # a terminal: show the loss
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.step >= self.plan.total_steps or self.out_of_time():
                 break
-        return total / max(count, 1)
+        values = torch.stack(losses).cpu().tolist() if losses else []
+        return sum(value * size for value, size in zip(values, sizes)) / max(sum(sizes), 1)
+
+    def optimise(self, model: UNet, optimizer, scaler, batch, *, seed: int) -> torch.Tensor:
+        """One optimiser step on ``batch``, augmented with a generator seeded by ``seed``; the loss."""
+        image, mask, weight = batch
+        if self.augment.elastic or self.augment.intensity:
+            image, mask, weight = augment_batch(
+                image.to(self.device), mask.to(self.device), weight.to(self.device), self.augment,
+                generator=torch.Generator().manual_seed(seed),
+            )  # fmt: skip
+        loss, _ = self._step_loss(image, mask, weight, model)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
 
     @torch.inference_mode()
-    def validate(self) -> tuple[float, float]:
+    def validate(self, model: UNet | None = None) -> tuple[float, float]:
         """Validation loss (on the validation patches) and Dice at threshold 0.5: of whole
         validation images through tiled inference with a validator, else of the patches."""
-        loss, dice = self._validate_patches()
+        model = self.model if model is None else model
+        loss, dice = self._validate_patches(model)
         if self.validator is not None:
-            dice = self.validator.score(self.model, device=str(self.device))
+            dice = self.validator.score(model, device=str(self.device))
         return loss, dice
 
-    def _validate_patches(self) -> tuple[float, float]:
-        self.model.eval()
+    def _validate_patches(self, model: UNet) -> tuple[float, float]:
+        model.eval()
         total, count = 0.0, 0
-        classes = self.model.settings["out_channels"]
+        classes = model.settings["out_channels"]
         confusion = torch.zeros(max(classes, 2) ** 2, dtype=torch.int64, device=self.device)
         for image, mask, weight in self.val_loader:
-            loss, logits = self._step_loss(image, mask, weight)
+            loss, logits = self._step_loss(image, mask, weight, model)
             total += loss.item() * len(image)
             count += len(image)
             truth = _crop_target(mask.to(self.device), logits.shape).long()
@@ -231,6 +197,8 @@ class Trainer:
         return {
             "fingerprint": self.fingerprint,
             "epoch": self.epoch,
+            "step": self.step,
+            "plan": self.plan.to_dict() if self.plan else None,
             "elapsed": time.monotonic() - self.started,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -248,8 +216,13 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
+        self.step = state.get("step", self.epoch * self.steps_per_epoch)
         self.started = time.monotonic() - state["elapsed"]
         self.model.load_state_dict(state["model"])
+        # a checkpoint of before the plans followed epochs; a new scheduler sets the learning
+        # rate of step 0, so it comes before the optimiser's state that holds the current one
+        self.plan = SchedulePlan(**state["plan"]) if state.get("plan") else self._epochs_plan()
+        self.scheduler = self._scheduler(self.plan)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -286,7 +259,27 @@ class Trainer:
         self.last_checkpoint = time.monotonic()
 
     def fit(self) -> list[dict[str, float]]:
-        while self.epoch < self.config.epochs and not (self.epoch and self.should_stop(self.epoch)):
+        """Train to the end of the plan (or ``patience``, or the hard stop at ``max_minutes``).
+
+        A new run first measures its step and validation times
+        (:func:`~unetseg.training.schedule.measure_times`) and plans
+        its steps: ``epochs``, or what fits in what is left of ``max_minutes``
+        (:func:`~unetseg.training.schedule.plan_steps`). A resumed run keeps its plan.
+        """
+        if self.plan is None:
+            step_seconds, validation_seconds = measure_times(self)
+            left = 60 * self.config.max_minutes - (time.monotonic() - self.started)
+            self.plan = self._epochs_plan(budget_seconds=left, step_seconds=step_seconds,
+                                          validation_seconds=validation_seconds)  # fmt: skip
+            self.scheduler = self._scheduler(self.plan)
+            if self.plan.budget_bound:
+                print(
+                    f"{self.config.epochs} epochs do not fit in train.max_minutes ({self.config.max_minutes}) at "
+                    f"{step_seconds:.3g} s per step and {validation_seconds:.3g} s per validation: planned "
+                    f"{self.plan.total_steps} steps ({self.plan.total_steps / self.steps_per_epoch:.3g} epochs), "
+                    "the learning-rate schedule runs over them", file=sys.stderr, flush=True,
+                )  # fmt: skip
+        while self.step < self.plan.total_steps and not (self.epoch and self.should_stop(self.epoch)):
             epoch = self.epoch + 1
             train_loss = self.train_epoch(epoch)
             val_loss, val_dice = self.validate()
@@ -296,6 +289,7 @@ class Trainer:
             self.history.append({
                 "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                 "lr": self.scheduler.get_last_lr()[0], "seconds": time.monotonic() - self.started,
+                "step": self.step,
             })  # fmt: skip
             print(
                 f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -304,5 +298,7 @@ class Trainer:
             )  # fmt: skip
             self.epoch = epoch
             self.save_checkpoint()
+        if self.plan.budget_bound and self.step >= self.plan.total_steps:
+            self.stopped_by = "max_minutes"  # on the steps planned to fit it, annealed
         self.model.load_state_dict(self.best_state)
         return self.history

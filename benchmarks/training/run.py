@@ -2,7 +2,7 @@
 
 On one patch store cut as the workflow's ``tile`` rule cuts it (the demo's data: ``--n-train``
 training and 2 validation images of 256x256, 128-pixel patches at half-patch stride, the
-border weight map) and one network (``config/config.yaml``'s model: depth 3, 16 base
+border weight map) and one network (the demo's model, ``config/demo.yaml``: depth 3, 16 base
 channels), in one process:
 
 (a) bare steps: the same network, AdamW and loss on one fixed batch of ``--batch-size``
@@ -73,10 +73,12 @@ def make_store(work: Path, n_train: int) -> tuple[Path, list[Path]]:
 
 
 def train_settings(epochs: int, batch_size: int) -> dict:
-    """The config's ``train`` section, with ``epochs`` and a budget that does not bind."""
+    """The demo's ``train`` section (config/config.yaml with config/demo.yaml over it), with
+    ``epochs`` and a budget that does not bind."""
     import yaml
 
     train = yaml.safe_load((ROOT / "config/config.yaml").read_text())["train"]
+    train |= yaml.safe_load((ROOT / "config/demo.yaml").read_text())["train"]
     return {**train, "epochs": epochs, "batch_size": batch_size, "max_minutes": 600, "device": "cpu"}
 
 

@@ -46,7 +46,13 @@ def _message(error: jsonschema.ValidationError, schema: dict[str, Any]) -> list[
         return messages
     description = _schema_at(schema, error.absolute_path).get("description", "").strip()
     about = f" ({description})" if description else ""
-    return [f"key '{where}': {error.message}{about}"]
+    text = error.message
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # A number or 'auto': say what is wrong with the number, and that auto is allowed.
+        specific = [e for e in error.context if e.validator != "const"]
+        if specific and any(e.validator == "const" for e in error.context):
+            text = f"{specific[0].message} (or 'auto')"
+    return [f"key '{where}': {text}{about}"]
 
 
 def coerce_scalars(config: Any, schema: dict[str, Any]) -> Any:

@@ -64,10 +64,13 @@ def coerce_scalars(config: Any, schema: dict[str, Any]) -> Any:
     if isinstance(config, dict):
         for key, value in config.items():
             sub = schema.get("properties", {}).get(key, {})
-            if isinstance(value, str) and sub.get("type") in _TYPES:
+            # A number-or-'auto' key (oneOf) takes the type of its first typed alternative.
+            kind = next(
+                (t for t in (sub.get("type"), *(a.get("type") for a in sub.get("oneOf", []))) if t in _TYPES), None
+            )
+            if isinstance(value, str) and kind and value != "auto":
                 parsed = yaml.safe_load(value)
-                expected = _TYPES[sub["type"]]
-                if isinstance(parsed, expected) and not (sub["type"] != "boolean" and isinstance(parsed, bool)):
+                if isinstance(parsed, _TYPES[kind]) and not (kind != "boolean" and isinstance(parsed, bool)):
                     config[key] = parsed
             else:
                 coerce_scalars(value, sub)

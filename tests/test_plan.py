@@ -147,6 +147,8 @@ def test_the_two_stages_write_reusable_plans(demo_samples, tmp_path):
     with pytest.raises(InputError, match="too short for one epoch"):
         make_plan(first, config(train={"max_minutes": 1e-6}), tmp_path / "short.json")
     assert not (tmp_path / "short.json").exists()
+    with pytest.raises(InputError, match="fewer than a quarter of one 512 px patch"):
+        make_data_plan(paths[:1], [], config(tile={"patch_size": 512}), tmp_path / "small.json")
 
 
 def test_a_membrane_network_counts_its_cells_as_the_objects(tmp_path):

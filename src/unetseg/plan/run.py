@@ -11,7 +11,7 @@ from typing import Any
 from unetseg.errors import InputError
 from unetseg.io.files import write_json
 from unetseg.plan.fingerprint import compute_fingerprint, data_fingerprint
-from unetseg.plan.rules import MIN_PATCH, merge, plan_data, plan_training
+from unetseg.plan.rules import merge, plan_data, plan_training
 
 __all__ = ["FORMAT", "make_data_plan", "make_plan", "read_plan"]
 
@@ -40,12 +40,13 @@ def make_data_plan(
     """
     objects = settings.get("tile", {}).get("weight_map", {}).get("objects", "foreground")
     data = data_fingerprint(train, val, objects=objects)
-    if data["train_pixels"] < MIN_PATCH**2 // 4:
+    planned, reasons = plan_data(data, settings)
+    patch = planned["tile"]["patch_size"]
+    if data["train_pixels"] < patch**2 // 4:
         raise InputError(
             f"the training images hold {data['train_pixels']} pixels, fewer than a quarter of one "
-            f"{MIN_PATCH} px patch; add train rows (or larger images) to the sample sheet."
+            f"{patch} px patch; add train rows (or larger images) to the sample sheet."
         )
-    planned, reasons = plan_data(data, settings)
     plan = {"format": FORMAT, "stage": "data", "settings": planned, "reasons": reasons, "data": data}
     write_json(output, plan)
     return plan

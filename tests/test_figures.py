@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from PIL import Image
 from skimage.draw import disk
 
 from unetseg.cli import main
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.evaluation.evaluate import evaluate, write_evaluation
 from unetseg.nn.modelcard import save_model
-from unetseg.report import figures
+from unetseg.report import figures, overlays
 from unetseg.report.pages import data_page, metrics_page
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -60,6 +61,27 @@ def test_overlay_with_and_without_truth(tmp_path, samples) -> None:
     figures.overlay_figure(tmp_path / "p.zarr", pred, tmp_path / "without.png")
     # With a ground truth the error map is a second panel beside the contours.
     assert _png_size(tmp_path / "with.png")[0] > 1.6 * _png_size(tmp_path / "without.png")[0]
+    # The 48x56 plane is enlarged (nearest neighbour) so that its contours show.
+    assert _png_size(tmp_path / "without.png")[0] >= overlays.MIN_SIDE
+
+
+def test_overlay_colours_the_predicted_contour_and_the_errors(tmp_path, samples) -> None:
+    _, pre, pred = samples[2]  # the prediction is the truth shifted by 4 pixels
+    figures.overlay_figure(pre, pred, tmp_path / "o.png")
+    pixels = np.asarray(Image.open(tmp_path / "o.png").convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(round(255 * c)) for c in colour[:3]) for colour in (overlays.PRED_CONTOUR,
+               overlays.TRUE_CONTOUR, overlays.FALSE_POSITIVE, overlays.FALSE_NEGATIVE)}  # fmt: skip
+    found = {tuple(p) for p in np.unique(pixels, axis=0)}
+    assert colours <= found  # opaque colours are drawn exactly
+
+
+def test_composite_blends_only_the_coloured_pixels() -> None:
+    plane = np.array([[0.0, 1.0, 0.5]])
+    overlay = np.zeros((1, 3, 4))
+    overlay[0, 1] = (0.0, 0.0, 1.0, 0.5)
+    rgb = overlays.composite(plane, overlay)
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 2].tolist() == [128, 128, 128]
+    assert rgb[0, 1].tolist() == [128, 128, 255]  # half grey 255, half blue
 
 
 def test_thumbnail_of_a_large_image_is_read_on_a_stride(tmp_path) -> None:
@@ -69,7 +91,7 @@ def test_thumbnail_of_a_large_image_is_read_on_a_stride(tmp_path) -> None:
     tifffile.imwrite(tmp_path / "big_mask.tif", big)
     tifffile.imwrite(tmp_path / "big_pred.tif", big * 255)
     preprocess_sample("big", tmp_path / "big.tif", tmp_path / "big.zarr", mask_path=tmp_path / "big_mask.tif")
-    plane, truth, pred, _ = figures._thumbnail(tmp_path / "big.zarr", tmp_path / "big_pred.tif", max_side=512)
+    plane, truth, pred, _ = figures.thumbnail(tmp_path / "big.zarr", tmp_path / "big_pred.tif", max_side=512)
     assert max(plane.shape) <= 512 and plane.shape == truth.shape == pred.shape and pred.any()
 
 

@@ -39,7 +39,7 @@ from unetseg.inference.scheduler import dask_client
 from unetseg.io.files import write_json
 from unetseg.nn.card import read_card
 from unetseg.objects.components import label_components
-from unetseg.report.figures import overlay_figure
+from unetseg.report.overlays import overlay_figure
 
 __all__ = ["BatchSample", "SegmentSettings", "BatchSegmenter", "sample_paths"]
 

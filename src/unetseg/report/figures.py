@@ -1,5 +1,6 @@
-"""Figures for the report (matplotlib, Agg): overlays, error maps, metric plots, training.
+"""Figures for the report (matplotlib, Agg): the gallery of error maps, metric plots, training.
 
+The per-image overlays are drawn without matplotlib, in :mod:`.overlays` (re-exported here).
 Every image figure is drawn from a strided read of one plane (the middle one of a stack),
 at most :data:`MAX_SIDE` pixels a side, so no figure needs a full-resolution image in memory.
 
@@ -19,11 +20,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
 
-from unetseg.data.sample import open_sample  # noqa: E402
 from unetseg.io.files import atomic_path  # noqa: E402
-from unetseg.io.images import open_image
+from unetseg.report.overlays import (  # noqa: E402, F401 - colours and the overlay are used by callers too
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    MAX_SIDE,
+    PRED_CONTOUR,
+    TRUE_CONTOUR,
+    TRUE_POSITIVE,
+    contours,
+    error_map,
+    overlay_figure,
+    thumbnail,
+)
 
 __all__ = [
     "overlay_figure",
@@ -34,71 +44,12 @@ __all__ = [
     "instance_curve_figure",
 ]
 
-MAX_SIDE = 1024  # overlays of larger planes are drawn from a strided view
-TRUE_CONTOUR, PRED_CONTOUR = (0.1, 0.9, 0.2, 1.0), (1.0, 0.1, 0.9, 1.0)
-FALSE_POSITIVE, FALSE_NEGATIVE, TRUE_POSITIVE = (0.84, 0.37, 0.0, 1.0), (0.0, 0.45, 0.7, 1.0), (1.0, 0.95, 0.6, 0.45)
 
-
-def save_figure(fig: Any, output: str | os.PathLike, *, tight: bool = True) -> None:
-    """Write a figure as PNG, atomically. ``tight`` crops to the drawn content, which costs a
-    second drawing pass: the per-image overlays, drawn by the hundred, skip it."""
+def save_figure(fig: Any, output: str | os.PathLike) -> None:
+    """Write a figure as PNG, atomically, cropped to the drawn content."""
     with atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight" if tight else None)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-
-
-def _thumbnail(
-    preprocessed: str | os.PathLike, prediction: str | os.PathLike, max_side: int = MAX_SIDE
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
-    """Middle plane of image, truth and prediction, read on a stride.
-
-    Returns
-    -------
-    plane : (y, x) ndarray of float
-        First channel, clipped to the normalised range [0, 1].
-    truth : (y, x) ndarray of bool, or None
-        Ground truth, if the sample has one.
-    pred : (y, x) ndarray of bool
-    attrs : dict
-        The preprocessed sample's attributes.
-    """
-    sample = open_sample(preprocessed)
-    image, attrs = sample.image, sample.attrs
-    z = image.shape[0] // 2
-    step = max(1, -(-max(image.shape[2:]) // max_side))
-    view = (slice(None, None, step), slice(None, None, step))
-    plane = np.clip(image.read(z, *view)[0], 0, 1)
-    with open_image(prediction, axes=attrs["spatial_axes"]) as source:
-        pred = source.read(z, *view)[0] > 0
-    truth = sample.mask.read(z, *view)[0] > 0 if sample.has_mask else None
-    return plane, truth, pred, attrs
-
-
-def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """RGBA overlay of true positives, false positives and false negatives.
-
-    Parameters
-    ----------
-    truth, pred : (y, x) ndarray of bool
-
-    Returns
-    -------
-    (y, x, 4) ndarray of float64
-        Transparent where both masks are background.
-    """
-    rgba = np.zeros((*truth.shape, 4))
-    rgba[truth & pred] = TRUE_POSITIVE
-    rgba[pred & ~truth] = FALSE_POSITIVE
-    rgba[truth & ~pred] = FALSE_NEGATIVE
-    return rgba
-
-
-def _contours(truth: np.ndarray | None, pred: np.ndarray) -> np.ndarray:
-    rgba = np.zeros((*pred.shape, 4))
-    if truth is not None:
-        rgba[find_boundaries(truth, mode="inner")] = TRUE_CONTOUR
-    rgba[find_boundaries(pred, mode="inner")] = PRED_CONTOUR
-    return rgba
 
 
 def _show(ax: Any, plane: np.ndarray, overlay: np.ndarray, title: str) -> None:
@@ -106,34 +57,6 @@ def _show(ax: Any, plane: np.ndarray, overlay: np.ndarray, title: str) -> None:
     ax.imshow(overlay, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
-
-
-def overlay_figure(
-    preprocessed: str | os.PathLike,
-    prediction: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    dice: float | None = None,
-) -> None:
-    """Image with the predicted contour (magenta) and, if known, the true contour (green).
-
-    With a ground truth, a second panel shows the error map: false positives vermillion,
-    false negatives blue. The middle plane of a stack is shown; large planes are subsampled
-    on a stride so the figure never needs the full-resolution image in memory.
-    """
-    plane, truth, pred, attrs = _thumbnail(preprocessed, prediction)
-    panels = 1 if truth is None else 2
-    aspect = plane.shape[0] / plane.shape[1]
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 5 * aspect + 0.6), squeeze=False)
-    legend = "magenta: prediction" + ("; green: ground truth" if truth is not None else "")
-    _show(axes[0, 0], plane, _contours(truth, pred), f"contours\n{legend}")
-    if truth is not None:
-        _show(axes[0, 1], plane, error_map(truth, pred), "errors\nvermillion: false positive; blue: false negative")
-    title = attrs["sample"] + (f"  (Dice {dice:.3f})" if dice is not None else "")
-    fig.suptitle(title, fontsize=11)
-    # Fixed margins: no layout pass, one drawing (overlays are drawn for every image).
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.9 / fig.get_figheight(), wspace=0.03)
-    save_figure(fig, output, tight=False)
 
 
 def gallery_figure(
@@ -160,8 +83,8 @@ def gallery_figure(
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (sample, score, preprocessed, prediction) in zip(axes.flat, worst):
-        plane, truth, pred, _ = _thumbnail(preprocessed, prediction, max_side)
-        _show(ax, plane, error_map(truth, pred) if truth is not None else _contours(None, pred),
+        plane, truth, pred, _ = thumbnail(preprocessed, prediction, max_side)
+        _show(ax, plane, error_map(truth, pred) if truth is not None else contours(None, pred),
               f"{sample}\nDice {score:.3f}")  # fmt: skip
     if not worst:
         axes[0, 0].text(0.5, 0.5, "no test images", ha="center", va="center")

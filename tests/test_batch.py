@@ -329,3 +329,42 @@ def test_pixel_size_of_the_file_gives_micrometre_measurements_and_calibrated_mas
     paths = sample_paths(tmp_path / "results", "plain")
     assert "area_um2" not in pd.read_csv(paths["measurements"]).columns
     assert read_pixel_size(paths["mask"]) is None
+
+
+@pytest.mark.parametrize("separated", [False, True])
+def test_in_memory_and_out_of_core_paths_write_the_same_files(tmp_path, model_dir, monkeypatch, separated):
+    """Images that fit one labelling block are labelled and measured in memory; larger ones
+    block by block from the written files. Both paths must give the same outputs."""
+    import unetseg.batch.segment as segment
+
+    model = model_dir
+    if separated:  # the card of a model trained on separated targets: lines are closed
+        model = tmp_path / "separated"
+        card = {"normalization": {"method": "percentile", "percentiles": PERCENTILES}, "threshold": THRESHOLD,
+                "separated_target": True}  # fmt: skip
+        save_model(threshold_net(), model, card)
+    samples = write_images(tmp_path / "images", seeds=(4, 5))
+    outputs = {}
+    for path in ("memory", "files"):
+        if path == "files":
+            monkeypatch.setattr(segment, "fits_one_block", lambda *args: False)
+        root = tmp_path / path
+        rows = BatchSegmenter(model, OPTIONS, settings(root, min_size=5)).run(samples)
+        assert [r["status"] for r in rows] == ["ok", "ok"]
+        files = {s.sample: sample_paths(root / "results", s.sample) for s in samples}
+        outputs[path] = (
+            rows,
+            {
+                (sample, key): tifffile.imread(paths[key])
+                for sample, paths in files.items()
+                for key in ("mask", "instances")
+            },
+            {sample: pd.read_csv(paths["measurements"]) for sample, paths in files.items()},
+        )
+    (rows_a, images_a, tables_a), (rows_b, images_b, tables_b) = outputs["memory"], outputs["files"]
+    assert rows_a == rows_b
+    assert all(row["object_count"] > 3 for row in rows_a)
+    for key in images_a:
+        np.testing.assert_array_equal(images_a[key], images_b[key])
+    for sample in tables_a:
+        pd.testing.assert_frame_equal(tables_a[sample], tables_b[sample])

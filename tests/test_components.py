@@ -13,7 +13,7 @@ from skimage.measure import label
 import unetseg.objects.components as components
 from unetseg.errors import InputError
 from unetseg.io.images import open_image
-from unetseg.objects.components import label_components
+from unetseg.objects.components import fits_one_block, label_array, label_components
 
 
 def blobs(rng, shape, fraction=0.45, sigma=1.5):
@@ -233,3 +233,15 @@ def test_mask_takes_the_pixels_of_gap_filled_instances(tmp_path, suffix):
     assert instances.max() == 2 and (instances[5:15, 12:14] > 0).all()
     assert add_object_pixels(mask_path, tmp_path / "instances.tif") == np.count_nonzero(instances) - 200
     np.testing.assert_array_equal(read(mask_path), np.where(instances > 0, FOREGROUND, 0))
+
+
+@pytest.mark.parametrize("gap", [0, 2])
+def test_label_array_gives_the_ids_label_components_writes_for_one_block(tmp_path, gap) -> None:
+    rng = np.random.default_rng(3)
+    mask = (ndi.uniform_filter(rng.random((200, 300)), 5) > 0.52).astype(np.uint8) * 255
+    mask[50:60, 50:60] = 2  # a second class: never one object with the first
+    labels, count = label_array(mask, min_size=6, gap=gap)
+    assert count == label_components(mask, tmp_path / "l.tif", min_size=6, gap=gap) and count > 20
+    assert fits_one_block(mask.shape) and not fits_one_block((1025, 10))
+    np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "l.tif"))
+    assert labels.dtype == np.uint32

@@ -17,7 +17,7 @@ from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image
 from unetseg.objects.measure import measure_objects, measure_objects_chunked, summarize
 
-__all__ = ["IN_MEMORY_PIXELS", "ChannelsFirst", "measure_sample"]
+__all__ = ["IN_MEMORY_PIXELS", "ChannelsFirst", "measure_sample", "measure_labels"]
 
 IN_MEMORY_PIXELS = 2**26  # 64 Mpixel: a few hundred MB per channel as float64
 
@@ -65,14 +65,40 @@ def measure_sample(
             table = measure_objects(np.asarray(labels[...]), view[(slice(None),) * view.ndim], pixel_size=pixel_size)
         else:
             table = measure_objects_chunked(labels, view, pixel_size=pixel_size)
+    lookup = _object_classes(instances, mask) if classes else None
+    return _finish(table, output, sample, _foreground_fraction(mask), classes, lookup)
+
+
+def measure_labels(
+    image: str | Path, labels: np.ndarray, mask: np.ndarray, output: str | Path, *, sample: str,
+    axes: str | None = None, pixel_size: Any = None, classes: list[str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`measure_sample` of labels and a mask held in memory (the batch's path for
+    images that fit in memory): the same table and row, without reading them back."""
+    with open_image(image, axes=axes) as raw:
+        view = ChannelsFirst(raw)
+        pixel_size = None if pixel_size is None else tuple(pixel_size)[-labels.ndim :]
+        table = measure_objects(labels, view[(slice(None),) * view.ndim], pixel_size=pixel_size)
+    lookup = None
+    if classes:
+        lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int64)
+        lookup[labels] = mask  # every pixel of an object has its class
+    fraction = np.count_nonzero(mask) / mask.size if mask.size else float("nan")
+    return _finish(table, output, sample, fraction, classes, lookup)
+
+
+def _finish(
+    table: Any, output: str | Path, sample: str, fraction: float, classes: list[str] | None, lookup: Any
+) -> dict[str, Any]:
+    """Add the class column, write the CSV atomically, return the summary row."""
     row: dict[str, Any] = {}
     if classes:
         names = np.array(["background", *classes], dtype=object)
-        table.insert(1, "class", names[_object_classes(instances, mask)[table["label"].to_numpy()]])
+        table.insert(1, "class", names[lookup[table["label"].to_numpy()]])
         row = {f"object_count_{name}": int((table["class"] == name).sum()) for name in classes}
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
-    return {**summarize(table, sample=sample, foreground_fraction=_foreground_fraction(mask)), **row}
+    return {**summarize(table, sample=sample, foreground_fraction=fraction), **row}
 
 
 def _object_classes(instances: str | Path, mask: str | Path) -> np.ndarray:

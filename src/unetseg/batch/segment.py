@@ -29,16 +29,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unetseg.batch.measure import measure_sample
+import numpy as np
+
+from unetseg.batch.measure import measure_labels, measure_sample
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.data.sample import open_sample
 from unetseg.data.targets import LINE_WIDTH
-from unetseg.inference.masks import add_object_pixels, write_mask
+from unetseg.inference.masks import FOREGROUND, add_object_pixels, probabilities_to_labels, write_mask
 from unetseg.inference.run import InferenceOptions, check_channels
 from unetseg.inference.scheduler import dask_client
-from unetseg.io.files import write_json
+from unetseg.io.files import write_json, write_tiff_array
 from unetseg.nn.card import read_card
-from unetseg.objects.components import label_components
+from unetseg.objects.components import fits_one_block, label_array, label_components
 from unetseg.report.overlays import overlay_figure
 
 __all__ = ["BatchSample", "SegmentSettings", "BatchSegmenter", "sample_paths"]
@@ -204,8 +206,13 @@ class BatchSegmenter:
                                    skip_constant=self.options.skip_empty, client=self.client)  # fmt: skip
             pixel_size = attrs.get("pixel_size")
             spatial_axes = preprocessed.spatial_axes
-            write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes, pixel_size=pixel_size)
-            row = self._objects(sample, paths, spatial_axes, pixel_size)
+            if fits_one_block(tuple(probs.shape[2:] if spatial_axes == "YX" else (probs.shape[0], *probs.shape[2:])),
+                              spatial_axes):  # fmt: skip
+                row = self._objects_in_memory(sample, paths, probs, spatial_axes, pixel_size)
+            else:
+                write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes,
+                           pixel_size=pixel_size)  # fmt: skip
+                row = self._objects(sample, paths, spatial_axes, pixel_size)
             if self.settings.ome_zarr:
                 self._write_ome_zarr(paths, probs, spatial_axes, pixel_size)
         if self.settings.overlays:
@@ -214,16 +221,40 @@ class BatchSegmenter:
         return {"sample": sample.sample, "split": sample.split, "status": "ok", "error": "",
                 **row, **({"true_foreground_fraction": fraction} if fraction is not None else {})}  # fmt: skip
 
+    def _gap(self) -> int:
+        # A model trained with lines between touching objects predicts them: the instances
+        # give the line pixels back to the objects, and the mask takes them too.
+        return LINE_WIDTH if self.card.get("separated_target") else 0
+
+    def _objects_in_memory(
+        self, sample: BatchSample, paths: dict[str, Path], probs: Any, spatial_axes: str, pixel_size: Any
+    ) -> dict[str, Any]:
+        """Mask, instance labels and measurements of an image that fits one labelling block,
+        computed in memory: the files :meth:`_objects` writes, without reading any back."""
+        planes = [probabilities_to_labels(np.asarray(probs[z]), self.threshold) for z in range(probs.shape[0])]
+        mask = planes[0] if spatial_axes == "YX" else np.stack(planes)
+        row: dict[str, Any] = {}
+        if self.settings.instances:
+            gap = self._gap()
+            labels, row["object_count"] = label_array(mask, min_size=self.settings.min_size, gap=gap)
+            if gap:  # as add_object_pixels
+                mask = np.where((labels > 0) & (mask == 0), FOREGROUND, mask).astype(np.uint8)
+            write_tiff_array(paths["instances"], labels, spatial_axes, pixel_size=pixel_size)
+        write_tiff_array(paths["mask"], mask, spatial_axes, pixel_size=pixel_size)
+        if self.settings.instances and self.settings.measure:
+            row.update(measure_labels(sample.image, labels, mask, paths["measurements"], sample=sample.sample,
+                                      axes=self.settings.axes, pixel_size=pixel_size,
+                                      classes=list(self.card.get("classes") or [])))  # fmt: skip
+        return row
+
     def _objects(
         self, sample: BatchSample, paths: dict[str, Path], spatial_axes: str, pixel_size: Any
     ) -> dict[str, Any]:
-        """Instance labels and measurements of the written mask."""
+        """Instance labels and measurements of the written mask, out of core."""
         from unetseg.io.images import open_image
 
         row: dict[str, Any] = {}
-        # A model trained with lines between touching objects predicts them: the instances
-        # give the line pixels back to the objects, and the mask takes them too.
-        gap = LINE_WIDTH if self.card.get("separated_target") else 0
+        gap = self._gap()
         with open_image(paths["mask"], axes=spatial_axes) as mask:
             if self.settings.instances:
                 row["object_count"] = label_components(

@@ -18,7 +18,7 @@ from unetseg.io.pixelsize import tiff_resolution_kwargs
 
 _IMAGEJ_DTYPES = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32)}
 
-__all__ = ["atomic_path", "write_json", "write_tiled_tiff", "TIFF_TILE"]
+__all__ = ["atomic_path", "write_json", "write_tiled_tiff", "write_tiff_array", "TIFF_TILE"]
 
 
 @contextmanager
@@ -88,6 +88,15 @@ def write_tiled_tiff(
         bigtiff=int(np.prod(shape)) * np.dtype(dtype).itemsize > 2**31 - 2**25,
         compression="zlib", photometric="minisblack", **_size_kwargs(pixel_size, dtype, spatial_axes),
     )  # fmt: skip
+
+
+def write_tiff_array(path: str | os.PathLike, array: np.ndarray, spatial_axes: str, *, pixel_size: Any = None) -> None:
+    """Write an in-memory ``(Y, X)`` or ``(Z, Y, X)`` array as :func:`write_tiled_tiff`
+    does (the same tiled file), atomically."""
+    planes = array if array.ndim == 3 else array[np.newaxis]
+    with atomic_path(path) as tmp:
+        write_tiled_tiff(tmp, lambda z, rows, columns: planes[z, rows, columns], array.shape, array.dtype,
+                         spatial_axes, pixel_size=pixel_size)  # fmt: skip
 
 
 def _size_kwargs(pixel_size: Any, dtype: Any, spatial_axes: str) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from unetseg.errors import InputError
 from unetseg.io.files import TIFF_TILE, atomic_path, write_tiled_tiff
 from unetseg.io.images import is_tiff_path, is_zarr_path
 
-__all__ = ["DEFAULT_CHUNK", "label_components", "fill_gaps"]
+__all__ = ["DEFAULT_CHUNK", "label_components", "label_array", "fits_one_block", "fill_gaps"]
 
 DEFAULT_CHUNK = {"YX": 1024, "ZYX": 256}  # edge of a labelling block, per spatial axis
 MAX_LABELS = np.iinfo(np.int32).max  # scipy labels blocks and components in int32
@@ -191,6 +191,34 @@ def fill_gaps(labels: np.ndarray, gap: int) -> np.ndarray:
     if not between.any():
         return labels
     return np.where(between, expand_labels(labels, gap), labels).astype(labels.dtype)
+
+
+def fits_one_block(spatial_shape: tuple[int, ...], spatial_axes: str = "YX") -> bool:
+    """Whether :func:`label_components` labels a mask of this shape as one block (with
+    the default chunk), so that :func:`label_array` gives the very same ids."""
+    return all(n <= DEFAULT_CHUNK[spatial_axes] for n in spatial_shape)
+
+
+def label_array(
+    mask: np.ndarray, *, connectivity: int | None = None, min_size: int = 0, gap: int = 0
+) -> tuple[np.ndarray, int]:
+    """The labels of :func:`label_components` for a mask held in memory, with no Dask
+    graph and no file: ``(labels, number of objects)``, labels uint32 of the mask's shape.
+
+    For a mask that fits one labelling block (:func:`fits_one_block`) the ids are those
+    :func:`label_components` writes; for larger masks the objects are the same but may be
+    numbered in another order. The options are those of :func:`label_components`.
+    """
+    mask = np.asarray(mask)
+    structure = ndi.generate_binary_structure(mask.ndim, mask.ndim if connectivity is None else connectivity)
+    labels, count = _label(mask, structure)
+    table = np.arange(count + 1)
+    if min_size > 1:
+        table = _drop_small(table, np.bincount(labels.ravel(), minlength=count + 1)[1:], min_size)
+    labels = table.astype(np.uint32)[labels]
+    if gap > 0:
+        labels = fill_gaps(labels, gap)
+    return labels, int(table.max(initial=0))
 
 
 def _relabel(

@@ -368,3 +368,19 @@ def test_in_memory_and_out_of_core_paths_write_the_same_files(tmp_path, model_di
         np.testing.assert_array_equal(images_a[key], images_b[key])
     for sample in tables_a:
         pd.testing.assert_frame_equal(tables_a[sample], tables_b[sample])
+
+
+def test_border_none_with_a_valid_padded_model_is_one_line_naming_the_fix(tmp_path):
+    from unetseg.errors import InputError
+    from unetseg.workflow.trained import check_trained_model
+
+    model = tmp_path / "valid"
+    card = {"normalization": {"method": "percentile", "percentiles": PERCENTILES}}
+    save_model(UNet(in_channels=1, out_channels=1, depth=2, base_channels=4, padding="valid"), model, card)
+    samples = write_images(tmp_path / "images", seeds=(1,))
+    sheet = pd.DataFrame([{"sample": s.sample, "image": s.image, "mask": "", "split": "predict"} for s in samples])
+    check_trained_model(str(model), sheet)  # mirror, the default: fine
+    with pytest.raises(InputError, match="set inference.border: mirror"):
+        check_trained_model(str(model), sheet, border="none")
+    with pytest.raises(InputError, match="use --border mirror"):
+        InferenceOptions(border="none").predictor(model)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from unetseg.inference.run import InferenceOptions
@@ -90,3 +91,16 @@ def test_every_planned_key_defaults_to_auto_in_the_schema_and_the_config():
         for part in path[:-1]:
             spec, node = spec[part]["properties"], node[part]
         assert spec[path[-1]]["default"] == AUTO and node[path[-1]] == AUTO, ".".join(path)
+
+
+def test_border_none_is_refused_where_it_cannot_hold(tmp_path):
+    from unetseg.errors import InputError
+    from unetseg.workflow.config import check_config
+
+    schema = REPO / "workflow/schemas/config.schema.yaml"
+    base = {"dataset": "d", "samples": "s.tsv"}
+    check_config({**base, "inference": {"border": "none"}, "model": {"padding": "same"}}, schema)
+    with pytest.raises(InputError, match="set inference.border: mirror, or model.padding: same"):
+        check_config({**base, "inference": {"border": "none"}, "model": {"padding": "valid"}}, schema)
+    with pytest.raises(InputError, match="inference.blend: none"):
+        check_config({**base, "inference": {"border": "none", "blend": "gaussian"}}, schema)

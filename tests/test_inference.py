@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from unetseg.data.normalize import NormalizedSource
@@ -19,18 +20,44 @@ def tiled(predictor, image, **kwargs):
 
 @pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("tile", [16, 32, 48])
-def test_tiled_equals_whole_image_same_padding(tiny_unet, rng, depth, tile):
+@pytest.mark.parametrize("border", ["mirror", "none"])
+def test_tiled_equals_whole_image_same_padding(tiny_unet, rng, depth, tile, border):
     model = tiny_unet(depth=depth, in_channels=2)
-    predictor = TiledPredictor(model, tile=tile, batch_size=3)
+    predictor = TiledPredictor(model, tile=tile, batch_size=3, border=border)
     image = rng.random((2, 83, 61)).astype(np.float32)
     np.testing.assert_allclose(tiled(predictor, image, threads=2), predictor.predict_whole(image), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("border", ["mirror", "zero"])
-def test_tiled_equals_whole_image_for_both_borders(tiny_unet, rng, border):
-    predictor = TiledPredictor(tiny_unet(depth=2, upsampling="bilinear"), tile=16, border=border)
+@pytest.mark.parametrize("border", ["mirror", "zero", "none"])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_tiled_equals_whole_image_for_every_border(tiny_unet, rng, border, batch_size):
+    predictor = TiledPredictor(tiny_unet(depth=2, upsampling="bilinear"), tile=16, border=border, batch_size=batch_size)
     image = rng.random((1, 45, 70)).astype(np.float32)
     np.testing.assert_allclose(tiled(predictor, image), predictor.predict_whole(image), atol=1e-5, rtol=0)
+
+
+def test_border_none_is_the_network_on_the_image_itself(tiny_unet, rng):
+    """No halo beyond the image: one tile is one forward pass of the image, as in a plain
+    PyTorch script; the halo that mirror adds costs (512 + 2 halo)^2 / 512^2 the pixels."""
+    model = tiny_unet(depth=3)
+    image = rng.random((1, 64, 48)).astype(np.float32)
+    none, mirror = (TiledPredictor(model, tile=64, border=border) for border in ("none", "mirror"))
+    assert [tile.read for tile in none.tiles((64, 48))] == [((0, 64), (0, 48))]
+    assert mirror.tiles((64, 48))[0].read_shape == (64 + 2 * mirror.halo, 48 + 2 * mirror.halo)
+    with torch.inference_mode():
+        direct = torch.sigmoid(model.eval()(torch.from_numpy(image)[None]))[0].numpy()
+    np.testing.assert_allclose(tiled(none, image), direct, atol=1e-5, rtol=0)
+    # Sides that are not a multiple of the grid are mirrored up to the next multiple only.
+    odd = rng.random((1, 61, 45)).astype(np.float32)
+    assert [tile.read for tile in none.tiles((61, 45))] == [((0, 64), (0, 48))]
+    np.testing.assert_allclose(tiled(none, odd), none.predict_whole(odd), atol=1e-5, rtol=0)
+
+
+def test_border_none_needs_same_padding_and_no_blending(tiny_unet):
+    with pytest.raises(ValueError, match="border 'none' needs a same-padded network"):
+        TiledPredictor(tiny_unet(depth=2, padding="valid"), border="none")
+    with pytest.raises(ValueError, match="use border 'mirror'"):
+        TiledPredictor(tiny_unet(depth=2), border="none", blend="gaussian")
 
 
 def test_borders_differ_near_the_edge(tiny_unet, rng):

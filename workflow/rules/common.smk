@@ -225,7 +225,9 @@ MODEL_CARD = as_json(
 TRAINED = bool(config.get("trained_model"))
 MODEL = config["trained_model"] if TRAINED else f"{RESULTS}/model"
 if TRAINED:
-    check_trained_model(MODEL, samples, axes=config["data"]["axes"])
+    check_trained_model(
+        MODEL, samples, axes=config["data"]["axes"], border=config["inference"]["border"]
+    )
     # A bioimage.io package exported by unetseg is unpacked beside it, once.
     MODEL = str(open_exported(MODEL))
 elif config["train"]["init_from"]:

@@ -42,7 +42,8 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=positive_int, default=1024,
                         help="tile (write region) size in pixels, rounded up to a multiple of 2^depth")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=1, help="tiles per forward pass (raise on a GPU)")
-    parser.add_argument("--border", choices=("mirror", "zero"), default="mirror", help="padding beyond image borders")
+    parser.add_argument("--border", choices=("mirror", "zero", "none"), default="mirror",
+                        help="beyond the image borders: mirror, zeros, or none (the network's own padding)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
     parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")

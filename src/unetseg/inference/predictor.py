@@ -73,8 +73,13 @@ class TiledPredictor:
         Write-region size of a tile (rounded up to the network grid).
     batch_size : int
         Tiles per forward pass.
-    border : {"mirror", "zero"}
-        How pixels beyond the image border are filled.
+    border : {"mirror", "zero", "none"}
+        How pixels beyond the image border are filled: mirrored (the paper's overlap-tile
+        strategy), zeros, or ``"none"``: no halo is read beyond the image, so the network's
+        own zero padding acts there, as in training, where every patch border is seen that
+        way (same padding only; the image is mirrored only up to a multiple of the grid).
+        For an image that fits one tile, ``"none"`` is a single forward pass of the image
+        itself, without the halo's extra pixels.
     device, amp, tta
         As :class:`~unetseg.inference.forward.Forward`.
     blend : {"none", "gaussian"}
@@ -90,6 +95,11 @@ class TiledPredictor:
         self, model: UNet, *, tile: int = 1024, batch_size: int = 1, border: Border = "mirror",
         device: str | None = None, amp: bool = False, tta: bool = False, blend: Blend = "none", overlap: float = 0.25,
     ):  # fmt: skip
+        if border == "none" and (model.settings["padding"] != "same" or blend != "none"):
+            raise ValueError(
+                "border 'none' needs a same-padded network and blend 'none'; a valid-padded network or "
+                "Gaussian blending needs context beyond the image: use border 'mirror'"
+            )
         if blend not in ("none", "gaussian"):
             raise ValueError(f"blend must be 'none' or 'gaussian', not {blend!r}")
         if not 0 <= overlap < 0.5:
@@ -111,7 +121,7 @@ class TiledPredictor:
 
     def tiles(self, spatial_shape: tuple[int, int]) -> list[Tile]:
         return tile_grid(spatial_shape, self.tile, halo=self.halo, grid=self.grid, margin=self.margin,
-                         read_size=self._read_size)  # fmt: skip
+                         read_size=self._read_size, clip=self.border == "none")  # fmt: skip
 
     def _read_size(self, size: int) -> int:
         if self.margin:
@@ -125,9 +135,13 @@ class TiledPredictor:
         :meth:`predict` and for small images.
         """
         _, height, width = image.shape
-        window = [(-self.halo, -self.halo + self._read_size(round_up(n, self.grid))) for n in (height, width)]
+        if self.border == "none":  # the image itself, rounded up to the grid
+            halo, window = 0, [(0, round_up(n, self.grid)) for n in (height, width)]
+        else:
+            halo = self.halo
+            window = [(-halo, -halo + self._read_size(round_up(n, self.grid))) for n in (height, width)]
         probs = self.forward(read_window(ImageSource(image, "CYX"), 0, window, self.border)[np.newaxis])[0]
-        off = self.halo - self.margin
+        off = halo - self.margin
         return probs[:, off : off + height, off : off + width]
 
     def empty_probabilities(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -158,7 +172,14 @@ class TiledPredictor:
             skipped.append(skip.constant and skip.is_constant(window))
             if not skipped[-1]:
                 windows.append(window)
-        probs = iter(self.forward(np.stack(windows))) if windows else iter(())
+        # Windows of one shape go through the network together (clipped tiles at the image
+        # border are smaller than the others).
+        results: list[Any] = [None] * len(windows)
+        for shape in dict.fromkeys(w.shape for w in windows):
+            group = [i for i, w in enumerate(windows) if w.shape == shape]
+            for i, prob in zip(group, self.forward(np.stack([windows[i] for i in group]))):
+                results[i] = prob
+        probs = iter(results)
         return [None if s else next(probs) for s in skipped]
 
     def _write_tiles(

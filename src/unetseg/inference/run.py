@@ -49,8 +49,14 @@ class InferenceOptions:
     threads: int | None = None
 
     def predictor(self, model_dir: str | Path) -> TiledPredictor:
+        model = load_model(model_dir)
+        if self.border == "none" and model.settings["padding"] == "valid":
+            raise InputError(
+                f"{model_dir}: a valid-padded network needs context beyond the image, which border 'none' "
+                "does not give; use --border mirror (inference.border: mirror)."
+            )
         return TiledPredictor(
-            load_model(model_dir), tile=self.tile, batch_size=self.batch_size, border=self.border,
+            model, tile=self.tile, batch_size=self.batch_size, border=self.border,
             device=self.device, tta=self.tta, blend=self.blend, overlap=self.overlap, amp=self.amp,
         )  # fmt: skip
 

@@ -6,7 +6,9 @@ A *tile* has three regions, named as in stardist's ``big.py``:
     The window of the (virtually mirror-padded) image fed to the network: the write region
     grown by the halo on every side, and grown further at the far end so its size is a
     multiple of the network's grid. It may extend past the image; those pixels come from
-    the border mode (mirror or zero padding).
+    the border mode (mirror or zero padding). With ``clip`` (border mode ``"none"``: the
+    network's own zero padding at the image border) it is cut to the image rounded up to
+    the grid instead, so tiles at the border are smaller.
 ``crop``
     Where the write region sits inside the network's output for that read window.
 ``write``
@@ -31,7 +33,7 @@ import numpy as np
 
 __all__ = ["Tile", "round_up", "tile_size_for", "tile_grid", "n_tiles", "border_indices"]
 
-Border = Literal["mirror", "zero"]
+Border = Literal["mirror", "zero", "none"]
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -85,13 +87,15 @@ def tile_size_for(shape: tuple[int, ...], tile: int, grid: int) -> tuple[int, ..
 
 
 def _axis_tiles(
-    n: int, size: int, halo: int, margin: int, read_size: int
+    n: int, size: int, halo: int, margin: int, read_size: int, extent: int | None = None
 ) -> list[tuple[tuple[int, int], slice, slice]]:
     tiles = []
     for start in range(0, n, size):
         stop = min(start + size, n)
         read = (start - halo, start - halo + read_size)
-        crop = slice(halo - margin, halo - margin + stop - start)
+        if extent is not None:  # clipped to [0, extent): no padding beyond the image
+            read = (max(read[0], 0), min(read[1], extent))
+        crop = slice(start - read[0] - margin, start - read[0] - margin + stop - start)
         tiles.append((read, crop, slice(start, stop)))
     return tiles
 
@@ -104,6 +108,7 @@ def tile_grid(
     grid: int,
     margin: int = 0,
     read_size: Callable[[int], int] | None = None,
+    clip: bool = False,
 ) -> list[Tile]:
     """Cover an image with tiles whose write regions partition it.
 
@@ -125,19 +130,28 @@ def tile_grid(
     read_size : callable, optional
         Read window size for a given tile size; default ``size + 2 * halo``. A valid-padded
         network passes the smallest input size it accepts for that output.
+    clip : bool
+        Cut read windows to the image rounded up to ``grid`` (same padding only): no
+        context is invented beyond the image, and a tile at the border reads less.
 
     Returns
     -------
     list of Tile
-        In C order. All read windows have the same shape, so tiles batch together.
+        In C order. Without ``clip`` all read windows have the same shape, so tiles batch
+        together; with it, tiles at the image border are smaller.
     """
+    if clip and margin:
+        raise ValueError("clipped read windows need a same-padded network (margin 0)")
     if halo < 0 or (margin == 0 and halo % grid):
         raise ValueError(f"halo {halo} must be a non-negative multiple of the network grid {grid}")
     if any(n < 1 for n in shape):
         raise ValueError(f"cannot tile an empty image of shape {shape}")
     read_size = read_size or (lambda size: size + 2 * halo)
     sizes = tile_size_for(shape, tile, grid)
-    per_axis = [_axis_tiles(n, size, halo, margin, read_size(size)) for n, size in zip(shape, sizes)]
+    per_axis = [
+        _axis_tiles(n, size, halo, margin, read_size(size), round_up(n, grid) if clip else None)
+        for n, size in zip(shape, sizes)
+    ]
     return [
         Tile(
             read=tuple(t[0] for t in combo),
@@ -160,13 +174,17 @@ def border_indices(start: int, stop: int, n: int, border: Border = "mirror") -> 
     Positions outside ``[0, n)`` map by mirroring at the borders without repeating the edge
     (NumPy's ``"reflect"``, the U-Net paper's overlap-tile padding) for ``"mirror"``, or to
     ``-1`` (meaning zero) for ``"zero"``. Mirroring is defined for any distance, so windows
-    larger than the image are fine.
+    larger than the image are fine. ``"none"`` reads clipped windows (:func:`tile_grid`),
+    which reach past the image only to round it up to the network's grid: that remainder
+    is mirrored.
     """
     positions = np.arange(start, stop)
+    if border == "none":
+        border = "mirror"
     if border == "zero":
         return np.where((positions >= 0) & (positions < n), positions, -1)
     if border != "mirror":
-        raise ValueError(f"border must be 'mirror' or 'zero', not {border!r}")
+        raise ValueError(f"border must be 'mirror', 'zero' or 'none', not {border!r}")
     if n == 1:
         return np.zeros_like(positions)
     period = 2 * (n - 1)

@@ -108,6 +108,17 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike, *, sour
             f"{source}: {len(problems)} problem(s):\n  - {listing}\n"
             "Fix them in your config file (keys and defaults: config/README.md)."
         )
+    inference = config.get("inference") or {}
+    if inference.get("border") == "none" and (config.get("model") or {}).get("padding") == "valid":
+        raise InputError(
+            f"{source}: inference.border 'none' adds no context beyond the image, which a valid-padded "
+            "network (model.padding: valid) needs; set inference.border: mirror, or model.padding: same."
+        )
+    if inference.get("border") == "none" and inference.get("blend") == "gaussian":
+        raise InputError(
+            f"{source}: inference.blend 'gaussian' overlaps tiles beyond the image, which inference.border "
+            "'none' does not allow; set inference.border: mirror, or inference.blend: none."
+        )
     labels = config.get("labels") or {}
     if labels.get("classes"):
         check_classes(labels["classes"], key=f"{source}: labels.classes")

@@ -18,7 +18,7 @@ from unetseg.nn.card import CARD, WEIGHTS, read_card
 __all__ = ["check_trained_model", "check_init_from"]
 
 
-def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto") -> dict:
+def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto", border: str = "mirror") -> dict:
     """Check that ``model`` is a unetseg model that fits every image of ``samples``.
 
     Parameters
@@ -29,6 +29,8 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
         The checked sample sheet.
     axes : str
         ``data.axes`` of the config.
+    border : str
+        ``inference.border`` of the config.
 
     Returns
     -------
@@ -39,8 +41,8 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
     ------
     InputError
         One line naming the key or file and the fix: the path is missing or not a model,
-        the card is of another format, the sheet holds train/val rows, or an image's
-        channel count differs from the model's.
+        the card is of another format, the sheet holds train/val rows, an image's
+        channel count differs from the model's, or border 'none' meets a valid-padded model.
     """
     path = Path(model)
     if not path.exists():
@@ -68,6 +70,11 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
             f"trained_model is set, so nothing is trained, but the sample sheet has train/val rows "
             f"({', '.join(training[:5])}{', ...' if len(training) > 5 else ''}); make them test or "
             "predict rows, or remove trained_model to train a new model."
+        )
+    if border == "none" and card["architecture"].get("padding") == "valid":
+        raise InputError(
+            f"trained_model: {model} is a valid-padded network, which needs context beyond the image, "
+            "but inference.border is 'none'; set inference.border: mirror."
         )
     expected = card["architecture"]["in_channels"]
     for row in samples.itertuples(index=False):

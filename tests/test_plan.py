@@ -61,8 +61,11 @@ def test_depth_follows_the_object_size(p90, depth):
 def test_patch_grows_with_objects_and_stays_inside_the_images():
     small, _, _ = plan_settings(fingerprint(object_diameter_p90=20), compute(), config())
     large, _, _ = plan_settings(fingerprint(object_diameter_p90=100), compute(), config())
+    huge, _, _ = plan_settings(fingerprint(object_diameter_p90=300), compute(), config())
     tiny_images, _, _ = plan_settings(fingerprint(min_side=96, shapes=[[96, 96]] * 4), compute(), config())
-    assert small["tile"]["patch_size"] == 128 and large["tile"]["patch_size"] == 512
+    # Two 90th-percentile diameters, rounded up to a power of two, within 128..512.
+    assert small["tile"]["patch_size"] == 128 and large["tile"]["patch_size"] == 256
+    assert huge["tile"]["patch_size"] == 512
     assert (
         tiny_images["tile"]["patch_size"] == 96
         and tiny_images["tile"]["patch_size"] % 2 ** tiny_images["model"]["depth"] == 0

@@ -290,11 +290,15 @@ def inference_settings(overrides: dict, log_text: str) -> dict:
     return settings
 
 
-def run_workflow(model: Path, images: Path, n: int, cores: int, per_job: int | None, work: Path) -> dict:
+def run_workflow(
+    model: Path, images: Path, n: int, cores: int, per_job: int | None, work: Path, border: str | None = None
+) -> dict:
     import yaml
 
     root = fresh_project(work / f"project-n{n}")
     inference = {"samples_per_job": per_job} if per_job else {}
+    if border:
+        inference["border"] = border
     config = {"dataset": DATASET, "trained_model": str(model), "images": str(images / "img_*.tif")}
     if inference:
         config["inference"] = inference
@@ -462,6 +466,8 @@ def main() -> None:
                              "default: train one with the workflow (about 3 minutes, not timed)")  # fmt: skip
     parser.add_argument("--samples-per-job", type=int, default=None,
                         help="inference.samples_per_job (default: config/config.yaml's)")  # fmt: skip
+    parser.add_argument("--border", choices=("mirror", "zero", "none"), default=None,
+                        help="inference.border (default: config/config.yaml's)")  # fmt: skip
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores, and torch threads of (a)")
     parser.add_argument("--workdir", type=Path, default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="write the results there")
@@ -490,7 +496,7 @@ def main() -> None:
 
     log("(a) bare forward passes, before")
     before = bare(model, images, args.n, args.cores, work)
-    run = run_workflow(model, images, args.n, args.cores, args.samples_per_job, work)
+    run = run_workflow(model, images, args.n, args.cores, args.samples_per_job, work, args.border)
     log("(a) bare forward passes, after")
     after = bare(model, images, args.n, args.cores, work)
     run["dry_run_seconds"] = dry_run(Path(run["project"]), args.cores)

@@ -198,3 +198,16 @@ def test_unavailable_device_is_an_input_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(InputError, match="no usable CUDA device"):
         pick_device("cuda")
+
+
+def test_instances_command_drops_small_objects_and_closes_lines(tmp_path):
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:20, 5:20] = mask[5:20, 22:37] = 255  # two squares, a 2-pixel line between them
+    mask[30, 50] = 255  # a speck
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    main(["instances", "--mask", str(tmp_path / "mask.tif"), "--output", str(tmp_path / "bare.tif")])
+    main(["instances", "--mask", str(tmp_path / "mask.tif"), "--output", str(tmp_path / "closed.tif"),
+          "--min-size", "5", "--gap", "2"])  # fmt: skip
+    bare, closed = tifffile.imread(tmp_path / "bare.tif"), tifffile.imread(tmp_path / "closed.tif")
+    assert bare.max() == 3 and closed.max() == 2 and closed[30, 50] == 0
+    assert set(np.unique(closed[5:20, 20:22])) == {1, 2}  # the line's pixels joined the nearer square

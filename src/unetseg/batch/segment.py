@@ -5,7 +5,10 @@ rows of a sample sheet, or the files of an ``images`` glob) through the whole ch
 image: preprocessing, tiled inference, the mask, instance labels, per-object measurements,
 the report's overlay and, optionally, an OME-Zarr. The model is loaded once and torch is
 imported once, so a batch of many small images costs about their forward passes rather than
-a Python start-up per image and step.
+a Python start-up per image and step. An image that fits one labelling block (1024x1024,
+or 256^3 for a stack) has its mask, instance labels and measurements computed in memory
+and each file written once; larger images go through the out-of-core path (written mask,
+block-wise labels and measurements), with the same files as the result.
 
 Each sample's outputs are written atomically under their final names; a small state file,
 written last, records a fingerprint of everything the outputs depend on (model, options,

@@ -11,6 +11,7 @@ import pytest
 import zarr
 from scipy import ndimage
 from skimage.draw import disk
+from skimage.measure import label, regionprops
 
 from unetseg.objects.measure import measure_columns, measure_objects, measure_objects_chunked, summarize
 
@@ -273,3 +274,14 @@ def test_summarize_without_intensities_or_with_nan_objects():
     image[0][labels == 7] = np.nan
     row = summarize(measure_objects(labels, image), sample="s", foreground_fraction=0.1)
     assert row["mean_intensity"] == 3.0  # the all-NaN object is skipped
+
+
+def test_eccentricity_is_scikit_images_for_every_shape():
+    rng = np.random.default_rng(7)
+    labels = label((ndimage.uniform_filter(rng.random((300, 260)), 7) > 0.5).astype(np.uint8)).astype(np.int32)
+    labels[0, 0], labels[299, 259] = labels.max() + 1, labels.max() + 2  # one-pixel objects: eccentricity 0
+    labels[150, 100:140] = labels.max() + 1  # a line: eccentricity 1
+    table = measure_objects(labels, None)
+    expected = {r.label: r.eccentricity for r in regionprops(labels)}
+    assert len(table) > 20
+    np.testing.assert_allclose(table["eccentricity"], [expected[i] for i in table["label"]], rtol=1e-9, atol=1e-12)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.ndimage as ndi
 from skimage.measure import regionprops, regionprops_table
 
 __all__ = ["measure_objects", "measure_objects_chunked", "summarize", "measure_columns"]
@@ -106,7 +107,7 @@ def measure_objects(
     labels = np.asarray(labels)
     image = None if image is None else np.asarray(image)
     ndim, channels = _check(labels, image, pixel_size, channel_names)
-    axes, shape = _AXES[ndim], ("eccentricity", "solidity") if ndim == 2 else ()
+    axes, shape = _AXES[ndim], ("solidity",) if ndim == 2 else ()
     properties = ("label", "num_pixels", "centroid", "bbox", "equivalent_diameter_area", *shape)
     intensity, extra = (None, ()) if image is None else (np.moveaxis(image, 0, -1), (_intensity_stats,))
     with np.errstate(invalid="ignore"):  # scikit-image masks intensities by multiplying: inf * 0
@@ -117,6 +118,8 @@ def measure_objects(
     for c, channel in enumerate(channels):  # extra property value k of channel c: "_intensity_stats-k-c"
         names |= {f"_intensity_stats-{k}-{c}": f"{stat}_intensity_{channel}" for k, stat in enumerate(_STATS)}
     columns = {names.get(key, key): value for key, value in table.items()}
+    if ndim == 2:
+        columns["eccentricity"] = _eccentricities(labels, columns["label"])
     if pixel_size is not None:
         properties = ("area", "centroid", "equivalent_diameter_area")
         physical = regionprops_table(labels, properties=properties, spacing=tuple(pixel_size))
@@ -127,6 +130,26 @@ def measure_objects(
         names |= {f"centroid-{i}": f"centroid_{a}_um" for i, a in enumerate(axes)}
         columns |= {names[key]: value for key, value in physical.items()}
     return _frame(columns, ndim, channels, pixel_size is not None)
+
+
+def _eccentricities(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """scikit-image's ``eccentricity`` of each 2D object, ``sqrt(1 - l2 / l1)`` of the
+    eigenvalues of its inertia tensor (the covariance of its pixel coordinates), computed
+    from one pass over each object's box instead of scikit-image's moment machinery
+    (about 1 ms per object, the largest cost of measuring a small image)."""
+    boxes = ndi.find_objects(
+        np.where(labels > 0, labels, 0) if np.issubdtype(labels.dtype, np.signedinteger) else labels
+    )
+    tensors = np.zeros((len(ids), 2, 2))
+    for k, label in enumerate(ids):
+        rows, cols = np.nonzero(labels[boxes[label - 1]] == label)
+        dy, dx = rows - rows.mean(), cols - cols.mean()
+        var_y, var_x, cov = (dy * dy).mean(), (dx * dx).mean(), (dy * dx).mean()
+        tensors[k] = ((var_x, -cov), (-cov, var_y))  # as skimage.measure's inertia_tensor
+    eigenvalues = np.clip(np.linalg.eigvalsh(tensors)[:, ::-1], 0, None)  # descending, as scikit-image
+    l1, l2 = eigenvalues[:, 0], eigenvalues[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(l1 == 0, 0.0, np.sqrt(1 - l2 / l1))
 
 
 def _frame(columns: dict[str, Any], ndim: int, channels: Sequence[str], physical: bool) -> pd.DataFrame:

@@ -226,7 +226,10 @@ TRAINED = bool(config.get("trained_model"))
 MODEL = config["trained_model"] if TRAINED else f"{RESULTS}/model"
 if TRAINED:
     check_trained_model(
-        MODEL, samples, axes=config["data"]["axes"], border=config["inference"]["border"]
+        MODEL,
+        samples,
+        axes=config["data"]["axes"],
+        border=config["inference"]["border"],
     )
     # A bioimage.io package exported by unetseg is unpacked beside it, once.
     MODEL = str(open_exported(MODEL))

@@ -63,12 +63,15 @@ class Cluster:
         )
 
 
-def install_slurm() -> None:
-    """Install SLURM and MUNGE with apt-get, or skip the test saying why that is impossible."""
+def install_slurm() -> bool:
+    """Install SLURM and MUNGE with apt-get, or skip the test saying why that is impossible.
+
+    Returns whether it installed them (then :func:`remove_slurm` takes them away again).
+    """
     if os.geteuid() != 0:
         pytest.skip("installing and starting a SLURM cluster needs root")
     if all(shutil.which(c) for c in COMMANDS):
-        return
+        return False
     if shutil.which("apt-get") is None:
         pytest.skip("SLURM is not installed and there is no apt-get to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -84,6 +87,17 @@ def install_slurm() -> None:
             pytest.skip(f"{' '.join(command)} took more than 10 minutes")
         if result.returncode:
             pytest.skip(f"{' '.join(command)} failed, cannot install SLURM:\n{result.stderr[-2000:]}")
+    return True
+
+
+def remove_slurm() -> None:
+    """Remove the packages :func:`install_slurm` installed. With ``scontrol`` on PATH and no
+    controller answering, the SLURM executor plugin's import waits 9-10 s for
+    ``scontrol show config`` at every later Snakemake start (the rest of the suite, the user's
+    runs): leave the machine as it was."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    command = ["apt-get", "remove", "-y", "-qq", *PACKAGES, "slurm-wlm-basic-plugins"]
+    subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
 
 
 def free_port() -> int:
@@ -173,7 +187,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
-    install_slurm()
+    installed = install_slurm()
     directory = tmp_path_factory.mktemp("slurm")
     ctld_port = free_port()
     env = {**os.environ, "SLURM_CONF": str(write_config(directory, ctld_port))}
@@ -211,6 +225,8 @@ def slurm_cluster(tmp_path_factory):
                 pass
         for process in reversed(started):
             stop(process)
+        if installed:
+            remove_slurm()
 
 
 def slurm_jobs(cluster: Cluster) -> list[dict[str, str]]:

@@ -73,3 +73,21 @@ def test_bad_settings_are_refused():
         UNet(padding="reflect")
     with pytest.raises(ValueError, match="upsampling"):
         UNet(upsampling="nearest")
+
+
+def test_mixed_precision_only_where_the_device_computes_it_natively(tmp_path, monkeypatch):
+    import torch
+
+    from unetseg.nn import device as devices
+
+    with_bf16, without = tmp_path / "bf16", tmp_path / "avx512"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw avx512_bf16\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw\n")
+    assert not devices.cpu_has_native_bf16(str(without))  # AVX-512 alone emulates bfloat16: slower
+    assert not devices.cpu_has_native_bf16(str(tmp_path / "missing"))
+    assert devices.cpu_has_native_bf16(str(with_bf16)) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.amp_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.amp_dtype(torch.device("cpu")) == torch.bfloat16
+    assert devices.amp_dtype(torch.device("meta")) is None

@@ -335,7 +335,7 @@ def get_plan_settings(stage):
             },
             "model": {"depth": model["depth"], "padding": model["padding"]},
         }
-    keys = ("batch_size", "epochs", "foreground_share", "max_minutes", "device")
+    keys = ("batch_size", "epochs", "foreground_share", "max_minutes", "device", "amp")
     return {
         "model": {"base_channels": model["base_channels"]},
         "train": {key: train[key] for key in keys},

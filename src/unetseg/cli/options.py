@@ -48,7 +48,9 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
     parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
     parser.add_argument(
-        "--amp", action="store_true", help="mixed precision on CUDA (faster, not bit-equal); ignored on a CPU"
+        "--amp",
+        action="store_true",
+        help="mixed precision where the device has it natively (CUDA; CPUs with AVX-512 BF16): faster, not bit-equal",
     )
     parser.add_argument("--blend", choices=("none", "gaussian"), default="none",
                         help="none: exact overlap-tile (halo = receptive field); gaussian: weighted "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from unetseg.nn.device import pick_device
+from unetseg.nn.device import amp_dtype, pick_device
 from unetseg.nn.model import UNet
 
 __all__ = ["Forward"]
@@ -21,7 +21,8 @@ class Forward:
     device : str, optional
         ``"cuda"``, ``"cpu"``...; default: CUDA when available.
     amp : bool
-        Mixed precision (bfloat16 or float16) on CUDA; ignored on the CPU.
+        Mixed precision where the device computes it natively (:func:`unetseg.nn.device.amp_dtype`:
+        bfloat16 or float16 on CUDA, bfloat16 on CPUs with AVX-512 BF16 or AMX); ignored elsewhere.
     tta : bool
         Test-time augmentation: average the probabilities of the image and its horizontal,
         vertical and double flips (4x the compute).
@@ -30,7 +31,8 @@ class Forward:
     def __init__(self, model: UNet, *, device: str | None = None, amp: bool = False, tta: bool = False):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.amp = amp and self.device.type == "cuda"
+        self.dtype = (amp_dtype(self.device) if amp else None) or torch.float32
+        self.amp = self.dtype != torch.float32
         self.tta = tta
         self.classes = model.settings["out_channels"]
 
@@ -41,11 +43,10 @@ class Forward:
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.to(self.device)
-        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
         flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         probs = None
         for dims in flips:  # test-time augmentation: average over mirrored copies
-            with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
                 logits = self.model(x.flip(dims) if dims else x).float()
             p = torch.sigmoid(logits) if self.classes == 1 else torch.softmax(logits, dim=1)
             p = p.flip(dims) if dims else p

@@ -103,22 +103,32 @@ def data_fingerprint(
 
 
 def compute_fingerprint(
-    *, device: str = "auto", channels: int = 1, depth: int = 4, patch: int = 128, steps: int = 5, batch: int = 4
+    *,
+    device: str = "auto",
+    channels: int = 1,
+    depth: int = 4,
+    patch: int = 128,
+    steps: int = 5,
+    batch: int = 4,
+    amp: bool = True,
 ) -> dict[str, Any]:
     """The device, its memory, and the measured seconds per patch of one training step of
     a reference U-Net (``REFERENCE_CHANNELS`` base channels; the median of ``steps`` steps
-    of ``batch`` patches after two warm-up steps), with the threads this process has. On a
-    shared machine the measurement follows its load; ``plan.json`` records it.
+    of ``batch`` patches after two warm-up steps), with the threads this process has, in the
+    precision training will use (``amp``: mixed precision where the device has it, as the
+    trainer; :func:`unetseg.nn.device.amp_dtype`). On a shared machine the measurement
+    follows its load; ``plan.json`` records it.
 
     Returns
     -------
     dict
         ``device``, ``threads``, ``memory_gb`` (device memory: system RAM on the CPU),
-        ``reference`` (``depth``, ``base_channels``, ``patch``) and ``seconds_per_patch``.
+        ``reference`` (``depth``, ``base_channels``, ``patch``), ``precision`` and
+        ``seconds_per_patch``.
     """
     import torch
 
-    from unetseg.nn.device import pick_device
+    from unetseg.nn.device import amp_dtype, pick_device
     from unetseg.nn.model import UNet
 
     target = pick_device(device)
@@ -131,11 +141,14 @@ def compute_fingerprint(
     model = model.to(target).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     patches = torch.rand(batch, channels, patch, patch, device=target)
+    dtype = (amp_dtype(target) if amp else None) or torch.float32
     elapsed = []
     for _ in range(steps + 2):
         started = time.perf_counter()
         optimizer.zero_grad()
-        model(patches).float().square().mean().backward()
+        with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(patches)
+        logits.float().square().mean().backward()
         optimizer.step()
         if target.type == "cuda":
             torch.cuda.synchronize()
@@ -143,5 +156,5 @@ def compute_fingerprint(
     return {
         "device": target.type, "threads": torch.get_num_threads(), "memory_gb": round(memory, 2),
         "reference": {"depth": depth, "base_channels": REFERENCE_CHANNELS, "patch": patch},
-        "seconds_per_patch": float(np.median(elapsed[2:])) / batch,
+        "precision": str(dtype).removeprefix("torch."), "seconds_per_patch": float(np.median(elapsed[2:])) / batch,
     }  # fmt: skip

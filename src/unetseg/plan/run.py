@@ -74,6 +74,7 @@ def make_plan(
     compute = compute_fingerprint(
         device=settings.get("train", {}).get("device", "auto"), channels=max(data["channels"]),
         depth=min(tiling["model"]["depth"], 4), patch=min(tiling["tile"]["patch_size"], 256),
+        amp=bool(settings.get("train", {}).get("amp", True)),
     )  # fmt: skip
     planned, reasons, estimates = plan_training(data, tiling, compute, settings)
     if reasons["train.epochs"] != "set in the config" and estimates["seconds_per_epoch"] > estimates["budget_seconds"]:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from unetseg.data.augment import AugmentConfig, augment_batch
 from unetseg.data.patches import ForegroundSampler, PatchDataset
 from unetseg.io.files import atomic_path
-from unetseg.nn.device import pick_device
+from unetseg.nn.device import amp_dtype, pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
 from unetseg.training.schedule import SchedulePlan, lr_factor, measure_times, plan_steps
@@ -59,8 +59,9 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if cuda:
             self.model.to(memory_format=torch.channels_last)
-        self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-        self.amp = config.amp and cuda
+        # Mixed precision where the device computes it fast (CUDA; CPUs with native bfloat16).
+        self.amp_dtype = amp_dtype(self.device) or torch.float32
+        self.amp = config.amp and self.amp_dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.train_set, self.val_set = train_set, val_set
         loader = dict(num_workers=config.num_workers, pin_memory=cuda, persistent_workers=config.num_workers > 0)

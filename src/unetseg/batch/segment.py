@@ -5,7 +5,9 @@ rows of a sample sheet, or the files of an ``images`` glob) through the whole ch
 image: preprocessing, tiled inference, the mask, instance labels, per-object measurements,
 the report's overlay and, optionally, an OME-Zarr. The model is loaded once and torch is
 imported once, so a batch of many small images costs about their forward passes rather than
-a Python start-up per image and step. An image that fits one labelling block (1024x1024,
+a Python start-up per image and step. The network runs in the calling thread while a worker
+thread prepares the next image and finishes the previous one, so the work outside the network
+overlaps the forward passes. An image that fits one labelling block (1024x1024,
 or 256^3 for a stack) has its mask, instance labels and measurements computed in memory
 and each file written once; larger images go through the out-of-core path (written mask,
 block-wise labels and measurements), with the same files as the result.
@@ -28,7 +30,8 @@ import shutil
 import sys
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,29 @@ class SegmentSettings:
     ome_zarr: bool = False
     probabilities_dtype: str = "uint8"
     min_size: int = 0  # objects of fewer pixels are dropped from the instance labels
+
+
+@dataclass
+class _Job:
+    """One sample on its way through the stages of :meth:`BatchSegmenter.run`."""
+
+    sample: BatchSample
+    paths: dict[str, Path]
+    fingerprint: str
+    row: dict[str, Any] | None = None  # set when the sample is done: up to date, finished or failed
+    attrs: dict[str, Any] = field(default_factory=dict)  # of the preprocessed sample
+    source: Any = None  # the preprocessed image, (Z, C, Y, X)
+    spatial_axes: str = "YX"
+    in_memory: bool = False
+    probs: Any = None  # (Z, K, Y, X) probabilities: an array, or a Zarr array in scratch
+    scratch: tempfile.TemporaryDirectory | None = None
+
+    def close(self) -> None:
+        """Drop the probabilities and their scratch directory."""
+        self.probs = self.source = None
+        if self.scratch is not None:
+            self.scratch.cleanup()
+            self.scratch = None
 
 
 def sample_paths(results: str | Path, sample: str) -> dict[str, Path]:
@@ -138,35 +164,69 @@ class BatchSegmenter:
         return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self, samples: list[BatchSample]) -> list[dict[str, Any]]:
-        """Segment every sample; one status row per sample (``ok`` or ``failed``)."""
-        rows = []
-        with dask_client(self.scheduler, workers=self.options.threads or 2) as self.client:
-            for i, sample in enumerate(samples, start=1):
-                print(f"[{i}/{len(samples)}] {sample.sample}", file=sys.stderr)
-                rows.append(self._run_one(sample))
-        return rows
+        """Segment every sample; one status row per sample (``ok`` or ``failed``), in order.
 
-    def _run_one(self, sample: BatchSample) -> dict[str, Any]:
+        The network runs in this thread while one worker thread prepares the next sample
+        (reading, normalising, writing the preprocessed Zarr) and finishes the previous one
+        (mask, instances, measurements, overlay, state file): on a GPU the forward passes
+        and the CPU work overlap, and on a CPU the work outside torch fills the cycles its
+        threads leave. Each sample goes through its stages in order and only one stage at a
+        time, so its outputs and state file are written exactly as one after the other.
+        """
+        rows: list[dict[str, Any] | None] = [None] * len(samples)
+        finishing: list[tuple[int, Future]] = []
+        with (
+            dask_client(self.scheduler, workers=self.options.threads or 2) as self.client,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="unetseg-segment") as worker,
+        ):
+            upcoming = worker.submit(self._prepare, samples[0]) if samples else None
+            for i, sample in enumerate(samples):
+                print(f"[{i + 1}/{len(samples)}] {sample.sample}", file=sys.stderr)
+                job = upcoming.result()
+                upcoming = worker.submit(self._prepare, samples[i + 1]) if i + 1 < len(samples) else None
+                if job.row is None:
+                    self._guarded(job, self._infer)
+                if job.row is not None:  # up to date, or failed before or in the network
+                    rows[i] = job.row
+                    continue
+                finishing.append((i, worker.submit(self._guarded, job, self._finish)))
+            for i, future in finishing:
+                rows[i] = future.result().row
+        return rows  # type: ignore[return-value]
+
+    def _prepare(self, sample: BatchSample) -> _Job:
+        """Stage 1 (worker thread): up to date already, or preprocessed and ready for the network."""
         paths = sample_paths(self.settings.results, sample.sample)
-        fingerprint = self.fingerprint(sample)
+        job = _Job(sample, paths, self.fingerprint(sample))
         state = _read_state(paths["state"])
-        if state.get("fingerprint") == fingerprint and state.get("status") == "ok" and self._outputs_exist(sample):
+        if state.get("fingerprint") == job.fingerprint and state.get("status") == "ok" and self._outputs_exist(sample):
             # Up to date. The overlays are the job's directory output, which Snakemake
             # empties before every run: draw the missing one again, from the files kept.
             if self.settings.overlays and not self._overlay(sample).exists():
                 overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
-            return {**state["row"], "status": "ok"}
+            job.row = {**state["row"], "status": "ok"}
+            return job
         paths["state"].unlink(missing_ok=True)
+        return self._guarded(job, self._preprocess)
+
+    def _guarded(self, job: _Job, stage: Any) -> _Job:
+        """Run one stage of ``job``; a failure fails the sample (state file written), except
+        a full disk, which stops the batch: the next sample would fail the same way."""
         try:
-            row = self._segment(sample, paths)
+            stage(job)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise  # a full disk stops the batch: the next sample would fail the same way
-            row = self._failed(sample, paths, err)
+                job.close()
+                raise
+            self._fail(job, err)
         except Exception as err:  # noqa: BLE001 - any bad input fails only its own sample
-            row = self._failed(sample, paths, err)
-        write_json(paths["state"], {"fingerprint": fingerprint, "status": row["status"], "row": row})
-        return row
+            self._fail(job, err)
+        return job
+
+    def _fail(self, job: _Job, err: Exception) -> None:
+        job.close()
+        job.row = self._failed(job.sample, job.paths, err)
+        write_json(job.paths["state"], {"fingerprint": job.fingerprint, "status": "failed", "row": job.row})
 
     def _outputs_exist(self, sample: BatchSample) -> bool:
         paths = sample_paths(self.settings.results, sample.sample)
@@ -192,25 +252,39 @@ class BatchSegmenter:
         return {"sample": sample.sample, "split": sample.split, "status": "failed", "error": reason,
                 "object_count": 0, "foreground_fraction": float("nan")}  # fmt: skip
 
-    def _segment(self, sample: BatchSample, paths: dict[str, Path]) -> dict[str, Any]:
-        attrs = preprocess_sample(
+    def _preprocess(self, job: _Job) -> None:
+        sample, paths = job.sample, job.paths
+        job.attrs = preprocess_sample(
             sample.sample, sample.image, paths["preprocessed"], mask_path=sample.mask or None,
             foreground=self.settings.foreground, percentiles=self.percentiles, axes=self.settings.axes,
             missing="fill", pixel_size=self.settings.pixel_size, classes=self.card.get("classes"),
         )  # fmt: skip
         preprocessed = open_sample(paths["preprocessed"])
-        source = preprocessed.image
-        check_channels(self.predictor, source.shape[1], sample.image)
-        with tempfile.TemporaryDirectory(dir=paths["mask"].parent.parent, prefix=".segment-") as scratch:
-            probs = self.predictor.create_output(
-                Path(scratch) / "probabilities.zarr", (source.shape[0], *source.shape[2:])
-            )
-            self.predictor.predict(source, probs, threads=self.options.threads, progress=False,
-                                   skip_constant=self.options.skip_empty, client=self.client)  # fmt: skip
-            pixel_size = attrs.get("pixel_size")
-            spatial_axes = preprocessed.spatial_axes
-            if fits_one_block(tuple(probs.shape[2:] if spatial_axes == "YX" else (probs.shape[0], *probs.shape[2:])),
-                              spatial_axes):  # fmt: skip
+        job.source, job.spatial_axes = preprocessed.image, preprocessed.spatial_axes
+        check_channels(self.predictor, job.source.shape[1], sample.image)
+        z_count, _, height, width = job.source.shape
+        spatial = (height, width) if job.spatial_axes == "YX" else (z_count, height, width)
+        # Small images keep their probabilities in memory (not with a distributed cluster,
+        # whose workers write them): mask, instances and measurements are computed there.
+        job.in_memory = fits_one_block(spatial, job.spatial_axes) and self.client is None
+        if job.in_memory:
+            job.probs = np.zeros((z_count, self.predictor.classes, height, width), np.float32)
+        else:
+            job.scratch = tempfile.TemporaryDirectory(dir=paths["mask"].parent.parent, prefix=".segment-")
+            job.probs = self.predictor.create_output(Path(job.scratch.name) / "probabilities.zarr",
+                                                     (z_count, height, width))  # fmt: skip
+
+    def _infer(self, job: _Job) -> None:
+        """Stage 2 (the calling thread): the network's probabilities."""
+        self.predictor.predict(job.source, job.probs, threads=self.options.threads, progress=False,
+                               skip_constant=self.options.skip_empty, client=self.client)  # fmt: skip
+
+    def _finish(self, job: _Job) -> None:
+        """Stage 3 (worker thread): mask, instances, measurements, overlay, OME-Zarr, state."""
+        sample, paths, probs, spatial_axes = job.sample, job.paths, job.probs, job.spatial_axes
+        pixel_size = job.attrs.get("pixel_size")
+        try:
+            if job.in_memory:
                 row = self._objects_in_memory(sample, paths, probs, spatial_axes, pixel_size)
             else:
                 write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes,
@@ -218,11 +292,14 @@ class BatchSegmenter:
                 row = self._objects(sample, paths, spatial_axes, pixel_size)
             if self.settings.ome_zarr:
                 self._write_ome_zarr(paths, probs, spatial_axes, pixel_size)
+        finally:
+            job.close()
         if self.settings.overlays:
             overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
-        fraction = attrs.get("foreground_fraction")
-        return {"sample": sample.sample, "split": sample.split, "status": "ok", "error": "",
-                **row, **({"true_foreground_fraction": fraction} if fraction is not None else {})}  # fmt: skip
+        fraction = job.attrs.get("foreground_fraction")
+        job.row = {"sample": sample.sample, "split": sample.split, "status": "ok", "error": "",
+                   **row, **({"true_foreground_fraction": fraction} if fraction is not None else {})}  # fmt: skip
+        write_json(paths["state"], {"fingerprint": job.fingerprint, "status": "ok", "row": job.row})
 
     def _gap(self) -> int:
         # A model trained with lines between touching objects predicts them: the instances

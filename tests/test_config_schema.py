@@ -84,6 +84,13 @@ def test_light_commands_and_the_package_load_neither_torch_nor_dask():
     assert loaded.strip() == "[]"
 
 
+def test_report_and_evaluation_commands_do_not_load_torch():
+    """The jobs after the segment jobs (pages, evaluation, summary) start in about a second."""
+    code = "import sys, unetseg.cli.figure, unetseg.cli.evaluate, unetseg.cli.summarize; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
+
+
 def test_every_planned_key_defaults_to_auto_in_the_schema_and_the_config():
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     for path in PLANNED:

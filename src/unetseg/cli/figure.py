@@ -1,11 +1,10 @@
-"""``unetseg figure``: the report's figures and pages."""
+"""``unetseg figure``: the report's figures and pages (the pages load neither torch nor matplotlib)."""
 
 from __future__ import annotations
 
 import argparse
 
 from unetseg.errors import InputError
-from unetseg.report import figures
 from unetseg.report.pages import data_page, model_card_page
 
 NEEDED = {"overlay": ("preprocessed", "prediction"), "training": ("history",), "data": ("preprocessed", "splits"),
@@ -29,10 +28,14 @@ def run(args: argparse.Namespace) -> None:
     if missing:
         raise InputError(f"figure {args.kind} needs {' and '.join(missing)}")
     if args.kind == "training":
-        figures.training_curve_figure(args.history, args.output)
+        from unetseg.report.figures import training_curve_figure  # matplotlib: only here
+
+        training_curve_figure(args.history, args.output)
     elif args.kind == "data":
         data_page(args.preprocessed, args.splits, args.output)
     elif args.kind == "card":
         model_card_page(args.model, args.output)
     else:
-        figures.overlay_figure(args.preprocessed[0], args.prediction, args.output)
+        from unetseg.report.overlays import overlay_figure
+
+        overlay_figure(args.preprocessed[0], args.prediction, args.output)

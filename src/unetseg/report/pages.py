@@ -17,7 +17,7 @@ import yaml
 
 from unetseg.data.sample import open_sample
 from unetseg.io.files import atomic_path
-from unetseg.nn.modelcard import read_card
+from unetseg.nn.card import read_card
 
 __all__ = ["data_page", "metrics_page", "model_card_page"]
 

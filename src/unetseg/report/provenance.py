@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from unetseg.nn.modelcard import environment_versions
+from unetseg.nn.card import environment_versions
 
 __all__ = ["sha256_path", "git_commit", "collect_provenance"]
 

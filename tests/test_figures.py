@@ -63,6 +63,9 @@ def test_overlay_with_and_without_truth(tmp_path, samples) -> None:
     assert _png_size(tmp_path / "with.png")[0] > 1.6 * _png_size(tmp_path / "without.png")[0]
     # The 48x56 plane is enlarged (nearest neighbour) so that its contours show.
     assert _png_size(tmp_path / "without.png")[0] >= overlays.MIN_SIDE
+    # The mask in memory (the batch's small images) draws the very same overlay as its file.
+    figures.overlay_figure(pre, tifffile.imread(pred), tmp_path / "from_memory.png", dice=0.8)
+    assert (tmp_path / "from_memory.png").read_bytes() == (tmp_path / "with.png").read_bytes()
 
 
 def test_overlay_colours_the_predicted_contour_and_the_errors(tmp_path, samples) -> None:

@@ -14,7 +14,7 @@ from unetseg.data.patches import _plane_weights
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.data.sample import open_sample
 from unetseg.data.samples import check_sample_sheet
-from unetseg.data.targets import separated_foreground, touching_pixels
+from unetseg.data.targets import CONTACT, contact_target, separated_foreground, touching_pixels
 from unetseg.errors import InputError
 from unetseg.io.images import open_image
 from unetseg.objects.components import label_components
@@ -79,6 +79,61 @@ def test_weight_map_peaks_on_the_line_between_touching_objects(tmp_path):
     assert weights[far_background].max() < 2
 
 
+def test_contact_target_weights_peak_on_the_contacts(tmp_path):
+    objects = two_touching_disks()
+    target = contact_target(objects)
+    np.testing.assert_array_equal(target > 0, objects > 0)  # the full extent: the mask to learn
+    np.testing.assert_array_equal(target == CONTACT, touching_pixels(objects))
+    assert label(target == 1, connectivity=2).max() == 2  # the objects without contacts are apart
+    tifffile.imwrite(tmp_path / "img.tif", (objects > 0).astype(np.float32) * 100)
+    tifffile.imwrite(tmp_path / "mask.tif", objects)
+    attrs = preprocess_sample("s", tmp_path / "img.tif", tmp_path / "s.zarr", mask_path=tmp_path / "mask.tif",
+                              separate="contact")  # fmt: skip
+    sample = open_sample(tmp_path / "s.zarr")
+    assert attrs["target"] == "contact"
+    np.testing.assert_array_equal(sample.target.read(0)[0], target)
+    np.testing.assert_array_equal(sample.mask.read(0)[0], objects > 0)  # the truth, for scoring
+    weights = _plane_weights(sample, 0, {"w0": 10.0, "sigma": 5.0})
+    contact = target == CONTACT
+    assert weights[contact].min() > 8 and weights[contact].mean() > 2 * weights[target == 1].max()
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_contact_model_segments_touching_disks_as_two_whole_objects(tmp_path, monkeypatch, in_memory):
+    """A contact model's probabilities (background / object / contact) give the full mask and
+    two instances covering it, in memory and out of core."""
+    import unetseg.batch.segment as segment
+    from unetseg.batch.segment import BatchSample, BatchSegmenter, SegmentSettings
+    from unetseg.inference.run import InferenceOptions
+    from unetseg.nn.model import UNet
+    from unetseg.nn.modelcard import save_model
+
+    objects = two_touching_disks()
+    tifffile.imwrite(tmp_path / "img.tif", (objects > 0).astype(np.float32) * 100)
+    card = {"normalization": {"method": "percentile", "percentiles": [1.0, 99.8]}, "target": "contact"}
+    save_model(UNet(in_channels=1, out_channels=3, depth=2, base_channels=4), tmp_path / "model", card)
+    segmenter = BatchSegmenter(tmp_path / "model", InferenceOptions(tile=32, threads=1),
+                               SegmentSettings(results=str(tmp_path / "results")))  # fmt: skip
+    onehot = np.eye(3, dtype=np.float32)[contact_target(objects)].transpose(2, 0, 1)
+
+    def predict(source, out, **options):
+        out[0] = onehot
+
+    monkeypatch.setattr(segmenter.predictor, "predict", predict)
+    if not in_memory:
+        monkeypatch.setattr(segment, "fits_one_block", lambda *args: False)
+    (row,) = segmenter.run([BatchSample("disks", str(tmp_path / "img.tif"))])
+    assert row["status"] == "ok" and row["object_count"] == 2, row
+    mask = tifffile.imread(tmp_path / "results/masks/disks.tif")
+    instances = tifffile.imread(tmp_path / "results/instances/disks.tif")
+    np.testing.assert_array_equal(mask > 0, objects > 0)
+    np.testing.assert_array_equal(instances > 0, objects > 0)  # the contacts given back to the objects
+    for found in (1, 2):
+        true = np.bincount(objects[instances == found]).argmax()
+        overlap = ((instances == found) & (objects == true)).sum() / ((instances == found) | (objects == true)).sum()
+        assert overlap > 0.95
+
+
 def test_membrane_weight_map_counts_cells_with_4_connectivity(tmp_path):
     # Two cells split by a one-pixel diagonal membrane: 8-connected they would be one cell,
     # and the membrane between them would get no border weight.
@@ -128,3 +183,33 @@ def test_written_masks_record_the_pixel_size(tmp_path):
         assert mask.spatial_shape == (40, 50)
     label_components(np.ones((40, 50), np.uint8), tmp_path / "l.tif", pixel_size=(0.5, 0.25))
     assert read_pixel_size(tmp_path / "l.tif") == pytest.approx((0.5, 0.25))
+
+
+def test_contact_targets_train_a_three_class_model_whose_predictions_are_binary_masks(tmp_path):
+    """labels.separate_touching: contact end to end on tiny demo data: preprocessing, patches,
+    a softmax head of three, no threshold, and a 0/255 mask with instances from unetseg predict."""
+    from unetseg.data.demo import write_demo_dataset
+    from unetseg.data.patches import write_patches
+    from unetseg.inference.run import InferenceOptions, PredictOutputs, predict_image
+    from unetseg.nn.card import read_card
+    from unetseg.training.run import train_model
+
+    write_demo_dataset(tmp_path / "data", shape=(64, 64), n_train=2, n_val=1, n_test=0, n_predict=0)
+    splits = {"train": [], "val": []}
+    for name in ("train_00", "train_01", "val_00"):
+        out = tmp_path / f"{name}.zarr"
+        image, mask = tmp_path / f"data/images/{name}.tif", tmp_path / f"data/masks/{name}.tif"
+        assert preprocess_sample(name, image, out, mask_path=mask, separate="contact")["target"] == "contact"
+        splits[name[:-3].rstrip("_")].append(out)
+    write_patches(tmp_path / "patches.zarr", splits, patch_size=32, weight_map={"w0": 10.0, "sigma": 5.0})
+    train_model(tmp_path / "patches.zarr", tmp_path / "model", model_settings={"depth": 2, "base_channels": 4},
+                train_settings={"epochs": 2, "batch_size": 4, "max_minutes": 5}, val_images=splits["val"],
+                card={"normalization": {"method": "percentile", "percentiles": [1.0, 99.8]}})  # fmt: skip
+    card = read_card(tmp_path / "model")
+    assert card["target"] == "contact" and card["architecture"]["out_channels"] == 3
+    assert not card["separated_target"] and card["classes"] is None
+    outputs = PredictOutputs(str(tmp_path / "mask.tif"), instances=str(tmp_path / "objects.tif"))
+    predict_image(str(tmp_path / "model"), str(tmp_path / "data/images/val_00.tif"), outputs, InferenceOptions(tile=32))
+    mask, objects = tifffile.imread(tmp_path / "mask.tif"), tifffile.imread(tmp_path / "objects.tif")
+    assert set(np.unique(mask)) <= {0, 255} and mask.shape == (64, 64)
+    assert not ((objects > 0) & (mask == 0)).any()  # objects only where the mask is

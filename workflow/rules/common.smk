@@ -153,6 +153,14 @@ def get_train_runtime(wildcards, attempt):
     return (math.ceil(config["train"]["max_minutes"]) + 30) * attempt
 
 
+def get_separation_arg():
+    """labels.separate_touching as preprocess's option: true is the default separation."""
+    separate = config["labels"]["separate_touching"]
+    if separate is False:
+        return "--no-separate"
+    return "" if separate is True else f"--separation {separate}"
+
+
 def get_weight_map_args():
     weights = config["tile"]["weight_map"]
     if not weights["enabled"]:

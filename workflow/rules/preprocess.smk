@@ -19,7 +19,7 @@ rule preprocess:
         classes=as_json(config["labels"]["classes"]),
         percentiles=config["preprocess"]["percentiles"],
         axes=config["data"]["axes"],
-        separate="" if config["labels"]["separate_touching"] else "--no-separate",
+        separate=get_separation_arg(),
     shell:
         "unetseg preprocess --sample {wildcards.sample} --image {input.image} {params.mask}"
         " --output {output} --foreground {params.foreground:q} --classes {params.classes:q}"

@@ -41,7 +41,7 @@ from unetseg.batch.measure import measure_labels, measure_sample
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.data.sample import open_sample
 from unetseg.data.targets import LINE_WIDTH
-from unetseg.inference.masks import FOREGROUND, add_object_pixels, probabilities_to_labels, write_mask
+from unetseg.inference.masks import FOREGROUND, add_object_pixels, object_seeds, probabilities_to_labels, write_mask
 from unetseg.inference.run import InferenceOptions, check_channels
 from unetseg.inference.scheduler import dask_client
 from unetseg.io.files import write_json, write_tiff_array
@@ -91,6 +91,7 @@ class _Job:
     spatial_axes: str = "YX"
     in_memory: bool = False
     probs: Any = None  # (Z, K, Y, X) probabilities: an array, or a Zarr array in scratch
+    mask: np.ndarray | None = None  # the final mask, when computed in memory
     scratch: tempfile.TemporaryDirectory | None = None
 
     def close(self) -> None:
@@ -148,6 +149,9 @@ class BatchSegmenter:
         self.card = read_card(model_dir)
         self.predictor = options.predictor(model_dir)
         self.threshold = self.card.get("threshold", 0.5)
+        # Trained on contact targets (background, object, contact): the mask is everything
+        # not background, the instances the objects grown back over their contacts.
+        self.contact = self.card.get("target") == "contact"
         self.percentiles = tuple(self.card["normalization"]["percentiles"])
         digest = hashlib.sha256()
         for name in ("weights.pt", "card.json"):
@@ -285,17 +289,19 @@ class BatchSegmenter:
         pixel_size = job.attrs.get("pixel_size")
         try:
             if job.in_memory:
-                row = self._objects_in_memory(sample, paths, probs, spatial_axes, pixel_size)
+                row, job.mask = self._objects_in_memory(sample, paths, probs, spatial_axes, pixel_size)
             else:
                 write_mask(probs, paths["mask"], threshold=self.threshold, spatial_axes=spatial_axes,
-                           pixel_size=pixel_size)  # fmt: skip
-                row = self._objects(sample, paths, spatial_axes, pixel_size)
+                           pixel_size=pixel_size, contact=self.contact)  # fmt: skip
+                row = self._objects(sample, paths, spatial_axes, pixel_size, probs)
             if self.settings.ome_zarr:
                 self._write_ome_zarr(paths, probs, spatial_axes, pixel_size)
         finally:
             job.close()
         if self.settings.overlays:
-            overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
+            mask = paths["mask"] if job.mask is None else job.mask
+            overlay_figure(paths["preprocessed"], mask, self._overlay(sample))
+        job.mask = None
         fraction = job.attrs.get("foreground_fraction")
         job.row = {"sample": sample.sample, "split": sample.split, "status": "ok", "error": "",
                    **row, **({"true_foreground_fraction": fraction} if fraction is not None else {})}  # fmt: skip
@@ -303,20 +309,28 @@ class BatchSegmenter:
 
     def _gap(self) -> int:
         # A model trained with lines between touching objects predicts them: the instances
-        # give the line pixels back to the objects, and the mask takes them too.
-        return LINE_WIDTH if self.card.get("separated_target") else 0
+        # give the line pixels back to the objects, and the mask takes them too. A contact
+        # model's objects without their contact pixels are grown back over them the same way.
+        return LINE_WIDTH if self.card.get("separated_target") or self.contact else 0
 
     def _objects_in_memory(
         self, sample: BatchSample, paths: dict[str, Path], probs: Any, spatial_axes: str, pixel_size: Any
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], np.ndarray]:
         """Mask, instance labels and measurements of an image that fits one labelling block,
-        computed in memory: the files :meth:`_objects` writes, without reading any back."""
-        planes = [probabilities_to_labels(np.asarray(probs[z]), self.threshold) for z in range(probs.shape[0])]
+        computed in memory: the files :meth:`_objects` writes, without reading any back.
+        Returns the summary row and the mask."""
+        planes = [probabilities_to_labels(np.asarray(probs[z]), self.threshold, contact=self.contact)
+                  for z in range(probs.shape[0])]  # fmt: skip
         mask = planes[0] if spatial_axes == "YX" else np.stack(planes)
         row: dict[str, Any] = {}
         if self.settings.instances:
             gap = self._gap()
-            labels, row["object_count"] = label_array(mask, min_size=self.settings.min_size, gap=gap)
+            objects = mask
+            if self.contact:
+                seeds = object_seeds(probs)
+                objects = seeds[0] if spatial_axes == "YX" else seeds
+            labels, row["object_count"] = label_array(objects, min_size=self.settings.min_size, gap=gap,
+                                                      within=mask if self.contact else None)  # fmt: skip
             if gap:  # as add_object_pixels
                 mask = np.where((labels > 0) & (mask == 0), FOREGROUND, mask).astype(np.uint8)
             write_tiff_array(paths["instances"], labels, spatial_axes, pixel_size=pixel_size)
@@ -325,10 +339,10 @@ class BatchSegmenter:
             row.update(measure_labels(sample.image, labels, mask, paths["measurements"], sample=sample.sample,
                                       axes=self.settings.axes, pixel_size=pixel_size,
                                       classes=list(self.card.get("classes") or [])))  # fmt: skip
-        return row
+        return row, mask
 
     def _objects(
-        self, sample: BatchSample, paths: dict[str, Path], spatial_axes: str, pixel_size: Any
+        self, sample: BatchSample, paths: dict[str, Path], spatial_axes: str, pixel_size: Any, probs: Any
     ) -> dict[str, Any]:
         """Instance labels and measurements of the written mask, out of core."""
         from unetseg.io.images import open_image
@@ -337,9 +351,13 @@ class BatchSegmenter:
         gap = self._gap()
         with open_image(paths["mask"], axes=spatial_axes) as mask:
             if self.settings.instances:
+                objects = mask.array
+                if self.contact:
+                    seeds = object_seeds(probs)
+                    objects = seeds[0] if spatial_axes == "YX" else seeds
                 row["object_count"] = label_components(
-                    mask.array, paths["instances"], spatial_axes=spatial_axes, pixel_size=pixel_size,
-                    min_size=self.settings.min_size, gap=gap,
+                    objects, paths["instances"], spatial_axes=spatial_axes, pixel_size=pixel_size,
+                    min_size=self.settings.min_size, gap=gap, within=mask.array if self.contact else None,
                 )  # fmt: skip
         if self.settings.instances and gap:
             add_object_pixels(paths["mask"], paths["instances"], pixel_size=pixel_size)

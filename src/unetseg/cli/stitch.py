@@ -18,5 +18,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     probs = zarr.open_array(args.probabilities, mode="r")
-    threshold = read_card(args.model).get("threshold", 0.5)
-    write_mask(probs, args.output, threshold=threshold, spatial_axes=probs.attrs["spatial_axes"])
+    card = read_card(args.model)
+    write_mask(probs, args.output, threshold=card.get("threshold", 0.5), spatial_axes=probs.attrs["spatial_axes"],
+               contact=card.get("target") == "contact")  # fmt: skip

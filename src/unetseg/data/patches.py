@@ -48,7 +48,12 @@ def patch_origins(n: int, patch: int, stride: int) -> list[int]:
 
 def _plane_weights(sample: PreprocessedSample, z: int, weight_map: dict) -> np.ndarray:
     """The paper's weight map of plane ``z`` (computed on the whole plane, then cut)."""
-    truth = sample.target.read(z)[0] > 0
+    target = sample.target.read(z)[0]
+    truth = target > 0
+    if sample.attrs.get("target") == "contact":
+        # Objects without their contact pixels: the border term peaks on the contacts.
+        objects = np.where(target == 1, sample.objects.read(z)[0], 0)
+        return unet_weight_map(truth, objects, w0=weight_map.get("w0", 10.0), sigma=weight_map.get("sigma", 5.0))
     if weight_map.get("objects", "foreground") == "background":
         # The cells that membranes enclose, 4-connected as the region scores count them
         # (a one-pixel diagonal membrane separates two cells).
@@ -73,6 +78,7 @@ def _sample_patches(path: Path, patch: int, stride: int, weight_map: dict | None
         "index": [],
         "classes": sample.attrs.get("classes"),
         "separated": "target" in sample.group,
+        "target": attrs.get("target") or ("line" if "target" in sample.group else "foreground"),
     }
     for z in range(z_count):
         weights = ImageSource(_plane_weights(sample, z, weight_map), "YX") if weight_map else None
@@ -133,6 +139,7 @@ def write_patches(
         channels: dict[int, str] = {}
         classes: dict[str, Any] = {}  # class names of the first sample with each labelling
         separated = False  # any target with lines between touching objects
+        kinds: dict[str, str] = {}  # target kind -> first sample with it
         for split, paths in splits.items():
             parts: dict[str, list] = {"image": [], "mask": [], "weight": [], "index": []}
             for path in paths:
@@ -149,6 +156,14 @@ def write_patches(
                         "preprocess them all with the same labels."
                     )
                 separated |= sample["separated"]
+                if sample["target"] != "foreground":
+                    kinds.setdefault(sample["target"], sample["index"][0][0])
+                if len(kinds) > 1:
+                    found = ", ".join(f"{kind} in {name!r}" for kind, name in kinds.items())
+                    raise InputError(
+                        f"samples were preprocessed with different labels.separate_touching ({found}); "
+                        "preprocess them all with the same setting."
+                    )
                 for key in parts:
                     parts[key] += sample[key]
             if not parts["image"]:
@@ -165,7 +180,8 @@ def write_patches(
         root.attrs["unetseg"] = {
             "patch_size": patch_size, "stride": stride, "counts": counts, "weight_map": weight_map,
             "context": context, "classes": next(iter(classes.values()))[1] if classes else None,
-            "separated_target": separated,
+            "separated_target": separated and "contact" not in kinds,
+            "target": next(iter(kinds), "foreground"),
         }  # fmt: skip
     return counts
 
@@ -188,8 +204,10 @@ class PatchDataset(Dataset):
         # labels.classes ({name: mask values}) or None for binary masks: the network's outputs.
         attrs = zarr.open_group(self.store, mode="r").attrs.get("unetseg", {})
         self.classes = attrs.get("classes")
-        # Whether touching objects were kept apart in the targets (unetseg.data.targets).
+        # Whether touching objects were kept apart in the targets (unetseg.data.targets), and
+        # how: "line" (binary target), "contact" (three classes) or "foreground" (not kept apart).
         self.separated_target = bool(attrs.get("separated_target", False))
+        self.target = attrs.get("target") or ("line" if self.separated_target else "foreground")
         flags = group.attrs.get("foreground")
         self.has_foreground = (
             np.asarray(flags, bool) if flags is not None else np.array([m.any() for m in group["mask"][:]], bool)

@@ -17,7 +17,7 @@ import zarr
 from unetseg.data.masks import class_map, foreground_mask
 from unetseg.data.normalize import check_finite, normalize, percentile_stats
 from unetseg.data.sample import FORMAT
-from unetseg.data.targets import separated_foreground
+from unetseg.data.targets import SEPARATIONS, contact_target, separated_foreground
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image, read_mask
@@ -85,7 +85,7 @@ def preprocess_sample(
     chunk: int = 256,
     missing: str = "error",
     pixel_size: Any = None,
-    separate: bool = True,
+    separate: bool | str = True,
     classes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Check one sample, normalise it and write it as a preprocessed Zarr group.
@@ -98,7 +98,10 @@ def preprocess_sample(
     (``nonfinite_pixels``) and named in a warning. ``pixel_size`` (µm, ``(Y, X)`` or
     ``(Z, Y, X)``) overrides what the image file records; either is stored in the attributes.
     With ``separate`` and a mask of instance ids, the training target keeps touching objects
-    apart (:func:`unetseg.data.targets.separated_foreground`; ``labels.separate_touching``).
+    apart (``labels.separate_touching``): ``"line"`` (or True) with a background line
+    (:func:`unetseg.data.targets.separated_foreground`), ``"contact"`` with a class of its
+    own for the contact pixels (:func:`unetseg.data.targets.contact_target`); the attributes
+    record which as ``target`` (``"foreground"`` when the target is the plain mask).
     With ``classes`` (``labels.classes``, checked by :func:`unetseg.data.masks.check_classes`)
     the stored mask holds class indices 0..C instead of 0/1, the objects are the connected
     components of each class, and mask values no class lists count as background (a
@@ -155,8 +158,14 @@ def preprocess_sample(
                 objects = _true_objects(raw.reshape(planes), foreground)
                 attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
             # Touching objects apart in what the network learns (the stored mask stays the truth).
-            if separate and attrs["instance_ids"]:
-                target = np.stack([separated_foreground(plane) for plane in objects])
+            separation = "line" if separate is True else separate or None
+            if separation is not None and separation not in SEPARATIONS:
+                raise InputError(f"separate must be one of {SEPARATIONS}, True or False, not {separate!r}")
+            attrs["target"] = "foreground"
+            if separation and attrs["instance_ids"]:
+                make = separated_foreground if separation == "line" else contact_target
+                target = np.stack([make(plane) for plane in objects])
+                attrs["target"] = separation
             attrs["foreground_fraction"] = float((truth > 0).mean())
             if not truth.any():
                 print(

@@ -167,6 +167,8 @@ def citation_url(given: str | None = None) -> str:
 
 def _channel_names(card: dict[str, Any], classes: int) -> list[str]:
     """Output channel names: ``foreground``, or ``background`` and labels.classes' names."""
+    if card.get("target") == "contact" and classes == 3:
+        return ["background", "object", "contact"]
     if classes == 1:
         return ["foreground"]
     names = list(card.get("classes") or [])
@@ -420,15 +422,16 @@ def export_bioimageio(
         summary = card.get("training") or {}
         description = (
             f"U-Net (depth {arch['depth']}, {arch['padding']} padding) for "
-            + ("binary" if classes == 1 else f"{classes}-class")
+            + ("binary" if classes == 1 else "object/contact" if card.get("target") == "contact" else f"{classes}-class")
             + " segmentation of microscopy images, trained and exported with unetseg"
             + (
                 f"; validation Dice {summary['best_val_dice']:.3f}"
                 if isinstance(summary.get("best_val_dice"), float)
                 else ""
             )
-            + f"; mask = probability >= {threshold:.3g}."
-        )
+            + ("; mask = most probable channel not background." if card.get("target") == "contact"
+               else f"; mask = probability >= {threshold:.3g}.")
+        )  # fmt: skip
         descr = v0_5.ModelDescr(
             name=package_name,
             description=description,

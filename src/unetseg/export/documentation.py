@@ -109,8 +109,15 @@ def _documentation(card: dict[str, Any], fits: Geometry, percentiles: tuple[floa
         "",
         f"`{OUTPUT_ID}`: axes batch, channel ({classes}), y, x; probabilities in 0..1 after "
         + ("`sigmoid`." if classes == 1 else "`softmax` over the channel axis.")
-        + f" unetseg's mask is `probability >= {threshold:.4g}` (the threshold tuned on the validation "
-        "images, `threshold` in the card); the package does not threshold.",
+        + (
+            " Channels background, object, contact (the network was trained to mark where touching objects "
+            "meet): unetseg's mask is every pixel whose most probable channel is not background, and its "
+            "objects are the connected `object` pixels grown over the `contact` pixels; the package does not "
+            "do this."
+            if card.get("target") == "contact"
+            else f" unetseg's mask is `probability >= {threshold:.4g}` (the threshold tuned on the validation "
+            "images, `threshold` in the card); the package does not threshold."
+        ),
         "",
         "## Weights",
         "",

@@ -17,19 +17,37 @@ import zarr
 from unetseg.io.files import TIFF_TILE, atomic_path, write_tiled_tiff
 from unetseg.io.images import is_tiff_path, is_zarr_path
 
-__all__ = ["FOREGROUND", "probabilities_to_labels", "write_mask", "add_object_pixels"]
+__all__ = ["FOREGROUND", "probabilities_to_labels", "object_seeds", "write_mask", "add_object_pixels"]
 
 FOREGROUND = 255  # value of foreground pixels in binary masks: visible in any viewer
 
 
-def probabilities_to_labels(probs: np.ndarray, threshold: float) -> np.ndarray:
+def probabilities_to_labels(probs: np.ndarray, threshold: float, *, contact: bool = False) -> np.ndarray:
     """Labels of a ``(K, ...)`` probability block: binary (K = 1) or argmax over classes.
 
-    Binary masks are 0 / :data:`FOREGROUND`; multi-class masks hold the class index.
+    Binary masks are 0 / :data:`FOREGROUND`; multi-class masks hold the class index. A model
+    trained on contact targets (``contact``: background, object, contact) gives a binary
+    mask of everything whose most probable class is not the background.
     """
     if probs.shape[0] == 1:
         return np.where(probs[0] >= threshold, FOREGROUND, 0).astype(np.uint8)
+    if contact:
+        return np.where(probs.argmax(axis=0) > 0, FOREGROUND, 0).astype(np.uint8)
     return probs.argmax(axis=0).astype(np.uint8)
+
+
+def object_seeds(probs: Any) -> Any:
+    """Where a contact model's most probable class is "object" (not contact, not background):
+    the touching objects apart, which the instances grow back over their contacts.
+
+    ``probs`` is a ``(Z, 3, Y, X)`` NumPy array (gives a ``(Z, Y, X)`` bool array) or a Zarr
+    array (gives a lazy dask array, read chunk by chunk).
+    """
+    if isinstance(probs, np.ndarray):
+        return probs.argmax(axis=1) == 1
+    import dask.array as da
+
+    return da.from_zarr(probs).argmax(axis=1) == 1
 
 
 def write_mask(
@@ -39,6 +57,7 @@ def write_mask(
     threshold: float = 0.5,
     spatial_axes: str = "YX",
     pixel_size: Any = None,
+    contact: bool = False,
 ) -> tuple[int, ...]:
     """Threshold a probability map and write the mask, atomically.
 
@@ -54,6 +73,8 @@ def write_mask(
         ``"YX"`` writes a 2D mask (``Z`` must be 1); ``"ZYX"`` a stack.
     pixel_size : sequence of float, optional
         µm per pixel, recorded in a TIFF output (Fiji and napari show micrometres).
+    contact : bool
+        The probabilities are a contact model's (:func:`probabilities_to_labels`).
 
     Returns
     -------
@@ -69,7 +90,9 @@ def write_mask(
         if is_tiff_path(output):
 
             def block(z: int, rows: slice, columns: slice) -> np.ndarray:
-                return probabilities_to_labels(np.asarray(probabilities[z, :, rows, columns]), threshold)
+                return probabilities_to_labels(
+                    np.asarray(probabilities[z, :, rows, columns]), threshold, contact=contact
+                )
 
             write_tiled_tiff(tmp, block, shape, np.uint8, spatial_axes, pixel_size=pixel_size)
         elif is_zarr_path(output):
@@ -82,7 +105,7 @@ def write_mask(
             for z in range(z_count):
                 for y in range(0, height, rows_per_block):
                     rows = slice(y, y + rows_per_block)
-                    labels = probabilities_to_labels(np.asarray(probabilities[z, :, rows]), threshold)
+                    labels = probabilities_to_labels(np.asarray(probabilities[z, :, rows]), threshold, contact=contact)
                     mask[(rows,) if spatial_axes == "YX" else (z, rows)] = labels
         else:
             raise ValueError(f"{output}: output must end in .tif, .tiff or .zarr")

@@ -23,7 +23,7 @@ from unetseg.data.normalize import NormalizedSource, percentile_stats
 from unetseg.data.sample import open_sample
 from unetseg.data.targets import LINE_WIDTH
 from unetseg.errors import InputError
-from unetseg.inference.masks import add_object_pixels, write_mask
+from unetseg.inference.masks import add_object_pixels, object_seeds, write_mask
 from unetseg.inference.predictor import TiledPredictor
 from unetseg.inference.scheduler import dask_client
 from unetseg.io.images import ImageSource, open_image
@@ -169,13 +169,13 @@ def predict_image(
         try:
             predictor.predict(NormalizedSource(source, stats), probs, threads=options.threads, ledger=ledger,
                               skip_constant=options.skip_empty, tissue=tissue)  # fmt: skip
-            threshold = card.get("threshold", 0.5)
-            shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes)
+            threshold, contact = card.get("threshold", 0.5), card.get("target") == "contact"
+            shape = write_mask(probs, output, threshold=threshold, spatial_axes=source.spatial_axes, contact=contact)
             print(f"wrote {output} ({'x'.join(map(str, shape))}, threshold {threshold:.3g} from the model card)",
                   file=sys.stderr)  # fmt: skip
             if outputs.instances or outputs.probabilities:
-                gap = LINE_WIDTH if card.get("separated_target") else 0
-                _write_extras(outputs, probs, threshold, source.spatial_axes, partial, gap)
+                gap = LINE_WIDTH if card.get("separated_target") or contact else 0
+                _write_extras(outputs, probs, threshold, source.spatial_axes, partial, gap, contact)
         except InputError:
             shutil.rmtree(partial, ignore_errors=True)  # a bad input: nothing to resume
             raise
@@ -183,19 +183,31 @@ def predict_image(
 
 
 def _write_extras(
-    outputs: PredictOutputs, probs: Any, threshold: float, spatial_axes: str, scratch: Path, gap: int = 0
+    outputs: PredictOutputs,
+    probs: Any,
+    threshold: float,
+    spatial_axes: str,
+    scratch: Path,
+    gap: int = 0,
+    contact: bool = False,
 ) -> None:
     """Instance labels and the OME-Zarr pyramid, from the probabilities; the mask they
     start from goes to ``scratch`` as Zarr. With ``gap``, the instances close the lines
     between touching objects (:func:`unetseg.objects.components.fill_gaps`) and the mask
-    file takes their pixels."""
+    file takes their pixels. A contact model's instances start from its objects without their
+    contact pixels (:func:`unetseg.inference.masks.object_seeds`)."""
     from unetseg.io.ngff import write_ome_zarr
     from unetseg.objects.components import label_components
 
-    write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes)
+    write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes, contact=contact)
     mask = zarr.open_array(scratch / "mask.zarr", mode="r")
     if outputs.instances:
-        count = label_components(mask, outputs.instances, spatial_axes=spatial_axes, gap=gap)
+        objects = mask
+        if contact:
+            seeds = object_seeds(probs)
+            objects = seeds[0] if spatial_axes == "YX" else seeds
+        count = label_components(objects, outputs.instances, spatial_axes=spatial_axes, gap=gap,
+                                 within=mask if contact else None)  # fmt: skip
         print(f"wrote {outputs.instances} ({count} objects)", file=sys.stderr)
         if gap:
             add_object_pixels(outputs.mask, outputs.instances)

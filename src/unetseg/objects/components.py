@@ -200,7 +200,7 @@ def fits_one_block(spatial_shape: tuple[int, ...], spatial_axes: str = "YX") -> 
 
 
 def label_array(
-    mask: np.ndarray, *, connectivity: int | None = None, min_size: int = 0, gap: int = 0
+    mask: np.ndarray, *, connectivity: int | None = None, min_size: int = 0, gap: int = 0, within: Any = None
 ) -> tuple[np.ndarray, int]:
     """The labels of :func:`label_components` for a mask held in memory, with no Dask
     graph and no file: ``(labels, number of objects)``, labels uint32 of the mask's shape.
@@ -218,6 +218,8 @@ def label_array(
     labels = table.astype(np.uint32)[labels]
     if gap > 0:
         labels = fill_gaps(labels, gap)
+    if within is not None:
+        labels[np.asarray(within) == 0] = 0
     return labels, int(table.max(initial=0))
 
 
@@ -260,6 +262,7 @@ def label_components(
     pixel_size: Any = None,
     min_size: int = 0,
     gap: int = 0,
+    within: Any = None,
 ) -> int:
     """Label the connected components of a mask and write the labels, atomically.
 
@@ -292,6 +295,10 @@ def label_components(
     gap : int
         With ``gap > 0``, close the lines of up to ``2 gap`` pixels between touching
         objects (:func:`fill_gaps`), consistently across blocks; 0: the bare components.
+    within : array-like, optional
+        Same shape as ``mask`` (same kinds of array): the labels are cut to its nonzero
+        pixels after the gaps are closed, e.g. a contact model's mask, so that its objects
+        grow over their contact pixels and nowhere else.
 
     Returns
     -------
@@ -335,6 +342,8 @@ def label_components(
     if gap > 0:  # final ids are global, so a halo of `gap` pixels fills every block alike
         depth = {0: 0, 1: gap, 2: gap} if ndim == 3 else gap
         labels = labels.map_overlap(fill_gaps, depth=depth, boundary="none", dtype=np.uint32, gap=gap)
+    if within is not None:
+        labels = da.where(_lazy_mask(within, spatial_axes, chunk, output) > 0, labels, np.uint32(0))
     with atomic_path(output) as tmp:
         if is_zarr_path(output):
             target = zarr.create_array(

@@ -36,9 +36,12 @@ GAP, FONT_SIZE = 8, 13
 
 
 def thumbnail(
-    preprocessed: str | os.PathLike, prediction: str | os.PathLike, max_side: int = MAX_SIDE
+    preprocessed: str | os.PathLike, prediction: str | os.PathLike | np.ndarray, max_side: int = MAX_SIDE
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict[str, Any]]:
     """Middle plane of image, truth and prediction, read on a stride.
+
+    ``prediction`` is a mask file, or the mask itself, ``(Y, X)`` or ``(Z, Y, X)`` (the
+    batch's images that fit in memory: nothing is read back).
 
     Returns
     -------
@@ -56,8 +59,11 @@ def thumbnail(
     step = max(1, -(-max(image.shape[2:]) // max_side))
     view = (slice(None, None, step), slice(None, None, step))
     plane = np.clip(image.read(z, *view)[0], 0, 1)
-    with open_image(prediction, axes=attrs["spatial_axes"]) as source:
-        pred = source.read(z, *view)[0] > 0
+    if isinstance(prediction, np.ndarray):
+        pred = (prediction if prediction.ndim == 2 else prediction[z])[view] > 0
+    else:
+        with open_image(prediction, axes=attrs["spatial_axes"]) as source:
+            pred = source.read(z, *view)[0] > 0
     truth = sample.mask.read(z, *view)[0] > 0 if sample.has_mask else None
     return plane, truth, pred, attrs
 
@@ -103,7 +109,7 @@ def composite(plane: np.ndarray, overlay: np.ndarray) -> np.ndarray:
 
 def overlay_figure(
     preprocessed: str | os.PathLike,
-    prediction: str | os.PathLike,
+    prediction: str | os.PathLike | np.ndarray,
     output: str | os.PathLike,
     *,
     dice: float | None = None,
@@ -112,7 +118,7 @@ def overlay_figure(
 
     With a ground truth, a second panel shows the error map: false positives vermillion,
     false negatives blue. Above the panels: the sample's name (and Dice) and the legend.
-    Written as PNG, atomically.
+    Written as PNG, atomically. ``prediction``: the mask file, or the mask (:func:`thumbnail`).
     """
     plane, truth, pred, attrs = thumbnail(preprocessed, prediction)
     panels = [composite(plane, contours(truth, pred))]
@@ -121,7 +127,8 @@ def overlay_figure(
         panels.append(composite(plane, error_map(truth, pred)))
         legend.append("errors: vermillion false positive, blue false negative")
     scale = max(1, -(-MIN_SIDE // max(plane.shape)))
-    panels = [panel.repeat(scale, axis=0).repeat(scale, axis=1) for panel in panels]
+    if scale > 1:
+        panels = [panel.repeat(scale, axis=0).repeat(scale, axis=1) for panel in panels]
     height, width = panels[0].shape[:2]
     font = ImageFont.load_default(size=FONT_SIZE)
     title = attrs["sample"] + (f"  (Dice {dice:.3f})" if dice is not None else "")

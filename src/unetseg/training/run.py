@@ -126,7 +126,9 @@ def train_model(
     val_set = PatchesInMemory(patches, "val")
     # One sigmoid output for binary masks; background + one per class (softmax) with labels.classes.
     classes = train_set.classes
-    model = UNet(in_channels=train_set.channels, out_channels=1 + len(classes) if classes else 1, **asdict(model_cfg))
+    # A contact target has three: background, object, contact (unetseg.data.targets).
+    outputs = 1 + len(classes) if classes else 3 if train_set.target == "contact" else 1
+    model = UNet(in_channels=train_set.channels, out_channels=outputs, **asdict(model_cfg))
     try:
         model.output_size(train_set.patch_size)
     except ValueError:
@@ -142,7 +144,7 @@ def train_model(
         trainer.resume(checkpoint, _fingerprint(patches, model_cfg, train_cfg, val_images, border))
     history = trainer.fit()
     threshold, threshold_dice = 0.5, trainer.best_dice
-    if validator is not None and not classes:  # tuned on the validation images with the kept weights
+    if validator is not None and outputs == 1:  # tuned on the validation images with the kept weights
         threshold, threshold_dice = best_threshold(*validator.histograms(model, device=str(trainer.device)))
     summary = {
         "best_val_dice": trainer.best_dice,
@@ -167,6 +169,7 @@ def train_model(
         "classes": classes,
         # Touching objects were kept apart in training: their instances close the lines again.
         "separated_target": train_set.separated_target,
+        "target": train_set.target,
         "model_config": asdict(model_cfg),
         "train_config": asdict(train_cfg),
         "training": summary,

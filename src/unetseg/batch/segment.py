@@ -325,10 +325,7 @@ class BatchSegmenter:
         row: dict[str, Any] = {}
         if self.settings.instances:
             gap = self._gap()
-            objects = mask
-            if self.contact:
-                seeds = object_seeds(probs)
-                objects = seeds[0] if spatial_axes == "YX" else seeds
+            objects = object_seeds(probs, spatial_axes) if self.contact else mask
             labels, row["object_count"] = label_array(objects, min_size=self.settings.min_size, gap=gap,
                                                       within=mask if self.contact else None)  # fmt: skip
             if gap:  # as add_object_pixels
@@ -351,10 +348,7 @@ class BatchSegmenter:
         gap = self._gap()
         with open_image(paths["mask"], axes=spatial_axes) as mask:
             if self.settings.instances:
-                objects = mask.array
-                if self.contact:
-                    seeds = object_seeds(probs)
-                    objects = seeds[0] if spatial_axes == "YX" else seeds
+                objects = object_seeds(probs, spatial_axes) if self.contact else mask.array
                 row["object_count"] = label_components(
                     objects, paths["instances"], spatial_axes=spatial_axes, pixel_size=pixel_size,
                     min_size=self.settings.min_size, gap=gap, within=mask.array if self.contact else None,

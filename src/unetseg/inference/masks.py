@@ -36,18 +36,20 @@ def probabilities_to_labels(probs: np.ndarray, threshold: float, *, contact: boo
     return probs.argmax(axis=0).astype(np.uint8)
 
 
-def object_seeds(probs: Any) -> Any:
+def object_seeds(probs: Any, spatial_axes: str = "ZYX") -> Any:
     """Where a contact model's most probable class is "object" (not contact, not background):
     the touching objects apart, which the instances grow back over their contacts.
 
-    ``probs`` is a ``(Z, 3, Y, X)`` NumPy array (gives a ``(Z, Y, X)`` bool array) or a Zarr
-    array (gives a lazy dask array, read chunk by chunk).
+    ``probs`` is a ``(Z, 3, Y, X)`` NumPy array (gives a bool array) or a Zarr array (gives a
+    lazy dask array, read chunk by chunk); ``(Y, X)`` for ``"YX"``, else ``(Z, Y, X)``.
     """
     if isinstance(probs, np.ndarray):
-        return probs.argmax(axis=1) == 1
-    import dask.array as da
+        seeds = probs.argmax(axis=1) == 1
+    else:
+        import dask.array as da
 
-    return da.from_zarr(probs).argmax(axis=1) == 1
+        seeds = da.from_zarr(probs).argmax(axis=1) == 1
+    return seeds[0] if spatial_axes == "YX" else seeds
 
 
 def write_mask(

@@ -202,10 +202,7 @@ def _write_extras(
     write_mask(probs, scratch / "mask.zarr", threshold=threshold, spatial_axes=spatial_axes, contact=contact)
     mask = zarr.open_array(scratch / "mask.zarr", mode="r")
     if outputs.instances:
-        objects = mask
-        if contact:
-            seeds = object_seeds(probs)
-            objects = seeds[0] if spatial_axes == "YX" else seeds
+        objects = object_seeds(probs, spatial_axes) if contact else mask
         count = label_components(objects, outputs.instances, spatial_axes=spatial_axes, gap=gap,
                                  within=mask if contact else None)  # fmt: skip
         print(f"wrote {outputs.instances} ({count} objects)", file=sys.stderr)

@@ -46,14 +46,15 @@ def rng():
 
 @pytest.fixture(scope="session")
 def tiny_patches(tmp_path_factory):
-    """A patch store cut from three 64x64 demo images (two train, one val), patches of 32."""
+    """A patch store cut from three 64x64 demo images (two train, one val), patches of 32;
+    binary targets (touching nuclei apart by a background line), so one sigmoid output."""
     root = tmp_path_factory.mktemp("patches")
     write_demo_dataset(root / "data", shape=(64, 64), n_train=2, n_val=1, n_test=0, n_predict=0)
     pre = {}
     for sample in ("train_00", "train_01", "val_00"):
         pre[sample] = root / f"{sample}.zarr"
         image, mask = root / f"data/images/{sample}.tif", root / f"data/masks/{sample}.tif"
-        preprocess_sample(sample, image, pre[sample], mask_path=mask)
+        preprocess_sample(sample, image, pre[sample], mask_path=mask, separate="line")
     store = root / "patches.zarr"
     splits = {"train": [pre["train_00"], pre["train_01"]], "val": [pre["val_00"]]}
     assert write_patches(store, splits, patch_size=32) == {"train": 18, "val": 9}

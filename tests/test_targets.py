@@ -55,13 +55,15 @@ def test_preprocessing_stores_the_separated_target_and_the_full_truth(tmp_path):
     objects = two_touching_disks()
     tifffile.imwrite(tmp_path / "img.tif", (objects > 0).astype(np.float32) * 100)
     tifffile.imwrite(tmp_path / "mask.tif", objects)
-    preprocess_sample("s", tmp_path / "img.tif", tmp_path / "s.zarr", mask_path=tmp_path / "mask.tif")
+    preprocess_sample("s", tmp_path / "img.tif", tmp_path / "s.zarr", mask_path=tmp_path / "mask.tif", separate="line")
     sample = open_sample(tmp_path / "s.zarr")
     np.testing.assert_array_equal(sample.mask.read(0)[0], objects > 0)  # the truth, for scoring
     np.testing.assert_array_equal(sample.target.read(0)[0], separated_foreground(objects))  # what is learnt
     np.testing.assert_array_equal(sample.objects.read(0)[0], objects)
     preprocess_sample("p", tmp_path / "img.tif", tmp_path / "p.zarr", mask_path=tmp_path / "mask.tif", separate=False)
     np.testing.assert_array_equal(open_sample(tmp_path / "p.zarr").target.read(0)[0], objects > 0)
+    default = preprocess_sample("d", tmp_path / "img.tif", tmp_path / "d.zarr", mask_path=tmp_path / "mask.tif")
+    assert default["target"] == "contact"  # labels.separate_touching: true
 
 
 def test_weight_map_peaks_on_the_line_between_touching_objects(tmp_path):

@@ -8,7 +8,7 @@ import sys
 from unetseg.cli.options import foreground, json_value
 from unetseg.data.masks import check_classes
 from unetseg.data.preprocess import preprocess_sample
-from unetseg.data.targets import SEPARATIONS
+from unetseg.data.targets import DEFAULT_SEPARATION, SEPARATIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="learn the plain foreground, touching objects not kept apart (labels.separate_touching: false)",
     )
-    p.add_argument("--separation", choices=SEPARATIONS, default="line",
+    p.add_argument("--separation", choices=SEPARATIONS, default=DEFAULT_SEPARATION,
                    help="how touching objects are kept apart in the target: a background line, or a contact class")  # fmt: skip
 
 

@@ -17,7 +17,7 @@ import zarr
 from unetseg.data.masks import class_map, foreground_mask
 from unetseg.data.normalize import check_finite, normalize, percentile_stats
 from unetseg.data.sample import FORMAT
-from unetseg.data.targets import SEPARATIONS, contact_target, separated_foreground
+from unetseg.data.targets import DEFAULT_SEPARATION, SEPARATIONS, contact_target, separated_foreground
 from unetseg.errors import InputError
 from unetseg.io.files import atomic_path
 from unetseg.io.images import ImageSource, open_image, read_mask
@@ -98,9 +98,9 @@ def preprocess_sample(
     (``nonfinite_pixels``) and named in a warning. ``pixel_size`` (µm, ``(Y, X)`` or
     ``(Z, Y, X)``) overrides what the image file records; either is stored in the attributes.
     With ``separate`` and a mask of instance ids, the training target keeps touching objects
-    apart (``labels.separate_touching``): ``"line"`` (or True) with a background line
-    (:func:`unetseg.data.targets.separated_foreground`), ``"contact"`` with a class of its
-    own for the contact pixels (:func:`unetseg.data.targets.contact_target`); the attributes
+    apart (``labels.separate_touching``): ``"line"`` with a background line
+    (:func:`unetseg.data.targets.separated_foreground`), ``"contact"`` (or True) with a class
+    of its own for the contact pixels (:func:`unetseg.data.targets.contact_target`); the attributes
     record which as ``target`` (``"foreground"`` when the target is the plain mask).
     With ``classes`` (``labels.classes``, checked by :func:`unetseg.data.masks.check_classes`)
     the stored mask holds class indices 0..C instead of 0/1, the objects are the connected
@@ -158,7 +158,7 @@ def preprocess_sample(
                 objects = _true_objects(raw.reshape(planes), foreground)
                 attrs["instance_ids"] = bool(has_instance_ids(raw, foreground))
             # Touching objects apart in what the network learns (the stored mask stays the truth).
-            separation = "line" if separate is True else separate or None
+            separation = DEFAULT_SEPARATION if separate is True else separate or None
             if separation is not None and separation not in SEPARATIONS:
                 raise InputError(f"separate must be one of {SEPARATIONS}, True or False, not {separate!r}")
             attrs["target"] = "foreground"

@@ -24,7 +24,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
 
-__all__ = ["LINE_WIDTH", "SEPARATIONS", "CONTACT", "touching_pixels", "separated_foreground", "contact_target"]
+__all__ = [
+    "LINE_WIDTH",
+    "SEPARATIONS",
+    "CONTACT",
+    "DEFAULT_SEPARATION",
+    "touching_pixels",
+    "separated_foreground",
+    "contact_target",
+]
 
 # Width of the line between touching objects in a separated target; the instances of a model
 # trained on such targets close lines up to twice that wide (unetseg.objects.components.fill_gaps).
@@ -34,6 +42,10 @@ LINE_WIDTH = 2
 # softmax; the mask is then everything that is not background).
 SEPARATIONS = ("line", "contact")
 CONTACT = 2  # class index of the contact pixels in a contact target (1: the rest of the objects)
+# labels.separate_touching: true. On the demo's test split (README) the contact target gave
+# pixel Dice 0.980 and AP50 0.866, the line 0.940 and 0.872 (same network, data and steps):
+# the line costs the objects their contact pixels, the contact class does not.
+DEFAULT_SEPARATION = "contact"
 
 
 def touching_pixels(objects: ArrayLike, *, both_sides: bool = True) -> np.ndarray:

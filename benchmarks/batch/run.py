@@ -369,10 +369,13 @@ def child_profile(args: argparse.Namespace) -> dict:
 
         setattr(owner, name, timed_call)
 
+    # _infer runs in the job's main thread, _prepare and _finish (and the functions they call)
+    # in its worker thread, at the same time: their seconds overlap.
     for name in ("preprocess_sample", "open_sample", "check_channels", "write_mask", "label_components",
-                 "measure_sample", "overlay_figure", "write_json", "_read_state"):  # fmt: skip
+                 "label_array", "measure_sample", "measure_labels", "write_tiff_array", "overlay_figure",
+                 "write_json", "_read_state"):  # fmt: skip
         wrap(segment, name)
-    for name in ("fingerprint", "_segment", "_run_one", "_outputs_exist", "__init__"):
+    for name in ("fingerprint", "_prepare", "_infer", "_finish", "_outputs_exist", "__init__"):
         wrap(segment.BatchSegmenter, name, f"BatchSegmenter.{name}")
     wrap(TiledPredictor, "predict", "TiledPredictor.predict")
     wrap(TiledPredictor, "create_output", "TiledPredictor.create_output")

@@ -80,8 +80,10 @@ class TiledPredictor:
         way (same padding only; the image is mirrored only up to a multiple of the grid).
         For an image that fits one tile, ``"none"`` is a single forward pass of the image
         itself, without the halo's extra pixels.
-    device, amp, tta
-        As :class:`~unetseg.inference.forward.Forward`.
+    device, amp, tta, channels_last
+        As :class:`~unetseg.inference.forward.Forward` (``channels_last``: the inference
+        commands convert their own model; validation during training leaves the training
+        model's layout alone).
     blend : {"none", "gaussian"}
         ``"none"``: every tile reads a halo of the network's whole receptive field and keeps
         only its centre, which makes the result equal a whole-image pass. ``"gaussian"``:
@@ -94,6 +96,7 @@ class TiledPredictor:
     def __init__(
         self, model: UNet, *, tile: int = 1024, batch_size: int = 1, border: Border = "mirror",
         device: str | None = None, amp: bool = False, tta: bool = False, blend: Blend = "none", overlap: float = 0.25,
+        channels_last: bool = False,
     ):  # fmt: skip
         if border == "none" and (model.settings["padding"] != "same" or blend != "none"):
             raise ValueError(
@@ -104,7 +107,7 @@ class TiledPredictor:
             raise ValueError(f"blend must be 'none' or 'gaussian', not {blend!r}")
         if not 0 <= overlap < 0.5:
             raise ValueError(f"overlap must be in [0, 0.5), not {overlap}")
-        self._forward = self.forward = Forward(model, device=device, amp=amp, tta=tta)
+        self._forward = self.forward = Forward(model, device=device, amp=amp, tta=tta, channels_last=channels_last)
         self.model, self.device, self.classes = self._forward.model, self._forward.device, self._forward.classes
         self.grid, self.margin = model.grid, model.margin
         self.tile = round_up(tile, self.grid)

@@ -58,6 +58,7 @@ class InferenceOptions:
         return TiledPredictor(
             model, tile=self.tile, batch_size=self.batch_size, border=self.border,
             device=self.device, tta=self.tta, blend=self.blend, overlap=self.overlap, amp=self.amp,
+            channels_last=True,
         )  # fmt: skip
 
     def fingerprint(self, model_dir: str | Path, identity: Any) -> str:

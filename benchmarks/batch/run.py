@@ -182,6 +182,8 @@ def child_bare(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
+    if args.channels_last:  # as the workflow's inference runs it
+        model = model.to(memory_format=torch.channels_last)
     low, high = read_card(args.model)["normalization"]["percentiles"]
     paths = sorted(Path(args.images).glob("img_*.tif"))[: args.n]
     reading, forward = [], []
@@ -195,6 +197,8 @@ def child_bare(args: argparse.Namespace) -> dict:
             if args.pad:  # the halo a tile reads around the image (mirror border)
                 image = np.pad(image, args.pad, mode="symmetric")
             x = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
             model(x)
             t2 = time.perf_counter()
@@ -215,9 +219,9 @@ def run_child(kind: str, extra: list[str], work: Path) -> dict:
     return {**json.loads(result.read_text()), "process_cpu_seconds": usage["cpu"]}
 
 
-def bare(model: Path, images: Path, n: int, threads: int, work: Path) -> dict:
+def bare(model: Path, images: Path, n: int, threads: int, work: Path, *, channels_last: bool = False) -> dict:
     extra = ["--model", str(model), "--images", str(images), "--n", str(n), "--threads", str(threads)]
-    return run_child("bare", extra, work)
+    return run_child("bare", extra + ["--channels-last"] * channels_last, work)
 
 
 # --- (b), (c): the workflow and its report ------------------------------------------------
@@ -502,13 +506,15 @@ def main() -> None:
     run = run_workflow(model, images, args.n, args.cores, args.samples_per_job, work, args.border)
     log("(a) bare forward passes, after")
     after = bare(model, images, args.n, args.cores, work)
+    log("(a') bare forward passes, channels-last as the workflow runs them")
+    fast = bare(model, images, args.n, args.cores, work, channels_last=True)
     run["dry_run_seconds"] = dry_run(Path(run["project"]), args.cores)
     results = {
         "date": dt.datetime.now().isoformat(timespec="seconds"), "commit": git_state(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_average": os.getloadavg()},
         "n": args.n, "size": SIZE, "cores": args.cores, "model": str(model), "bare_before": before,
-        "bare_after": after, "workflow": run,
+        "bare_after": after, "bare_channels_last": fast, "workflow": run,
     }  # fmt: skip
     import torch
 
@@ -542,6 +548,12 @@ def report(results: dict) -> None:
           f"{a2['read_normalize_seconds']:.2f} s, forward {a1['forward_seconds']:.2f} / {a2['forward_seconds']:.2f} s; "
           f"median forward {1000 * a1['median_forward_s']:.0f} / {1000 * a2['median_forward_s']:.0f} ms, "
           f"torch threads {a1['torch_threads']}")  # fmt: skip
+    if "bare_channels_last" in results:
+        fast = results["bare_channels_last"]["seconds"]
+        print(
+            f"(a') channels-last bare forward passes, as the workflow runs the network: {fast:.2f} s; "
+            f"workflow / that: {flow / fast:.2f}; (workflow + report) / that: {(flow + rep) / fast:.2f}"
+        )
     print(f"workflow / mean bare: {flow / ((before + after) / 2):.2f}; (workflow + report) / mean bare: "
           f"{(flow + rep) / ((before + after) / 2):.2f}")  # fmt: skip
     if "median_image_s" in a1:
@@ -607,6 +619,7 @@ def child_main() -> None:
     parser.add_argument("--n", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pad", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--command")
     parser.add_argument("--scratch")
     args = parser.parse_args(sys.argv[2:])

@@ -10,7 +10,7 @@ import torch
 from unetseg.nn.modelcard import read_card
 from unetseg.training import trainer as trainer_module
 from unetseg.training.run import train_model
-from unetseg.training.schedule import PLAN_MARGIN, lr_factor, plan_steps
+from unetseg.training.schedule import PLAN_MARGIN, REPLAN_TOLERANCE, SchedulePlan, lr_factor, plan_steps, replan_steps
 from unetseg.training.trainer import Trainer
 
 MODEL = {"depth": 2, "base_channels": 4}
@@ -73,7 +73,9 @@ def test_measurement_leaves_the_model_and_random_states_alone(tiny_patches):
     assert torch.equal(rng, torch.get_rng_state()) and not trainer.optimizer.state
 
 
-def fake_measurement(monkeypatch, times=FAKE_TIMES):
+def fake_measurement(monkeypatch, times=FAKE_TIMES, epoch=None):
+    """A machine as slow as ``times`` says: the measurement, and the first epoch's time that
+    checks it (``epoch``, default 4 steps and a validation at those times)."""
     calls = []
 
     def measure(trainer):
@@ -81,6 +83,8 @@ def fake_measurement(monkeypatch, times=FAKE_TIMES):
         return times
 
     monkeypatch.setattr(trainer_module, "measure_times", measure)
+    seconds = 4 * times[0] + times[1] if epoch is None else epoch
+    monkeypatch.setattr(Trainer, "epoch_seconds", lambda self, started: seconds)
     return calls
 
 
@@ -139,3 +143,33 @@ def test_resumed_run_keeps_the_plan_of_its_checkpoint(tiny_patches, tmp_path, mo
     resumed = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
     assert [row["lr"] for row in history(tmp_path / "m")] == [row["lr"] for row in history(tmp_path / "reference")]
+
+
+def test_replan_follows_the_first_epoch_when_the_measurement_was_off():
+    plan = plan_steps(epochs=10, steps_per_epoch=4, warmup_epochs=1.0, budget_seconds=100, step_seconds=4.0,
+                      validation_seconds=4.0)  # fmt: skip
+    assert plan.budget_bound and plan.total_steps == 18  # 20 s an epoch: 4 epochs, 2 steps and a validation in 95 s
+    near = 20 * (1 + REPLAN_TOLERANCE / 2)
+    assert replan_steps(plan, step=4, epochs=10, epoch_seconds=near, left_seconds=80) is None  # within tolerance
+    faster = replan_steps(plan, step=4, epochs=10, epoch_seconds=10, left_seconds=90)  # twice as fast
+    assert faster.replanned and faster.total_steps == 4 + int(0.95 * 90 // 2.5) == 38 and faster.budget_bound
+    assert faster.warmup_steps == plan.warmup_steps and faster.epoch_seconds == 10
+    assert replan_steps(faster, step=8, epochs=10, epoch_seconds=1, left_seconds=80) is None  # once only
+    fast = replan_steps(plan, step=4, epochs=10, epoch_seconds=1, left_seconds=90)
+    assert fast.total_steps == 40 and not fast.budget_bound  # every epoch fits now
+    slower = replan_steps(plan, step=4, epochs=10, epoch_seconds=40, left_seconds=60)
+    assert slower.total_steps == 4 + int(0.95 * 60 // 10) == 9
+    fits = plan_steps(epochs=2, steps_per_epoch=4, warmup_epochs=1.0, budget_seconds=100, step_seconds=1.0,
+                      validation_seconds=1.0)  # fmt: skip
+    assert replan_steps(fits, step=4, epochs=2, epoch_seconds=3, left_seconds=90) is None  # the epochs fit
+    late = replan_steps(fits, step=4, epochs=2, epoch_seconds=60, left_seconds=10)
+    assert late.total_steps == 4 and late.budget_bound  # no time for another step: stop after this epoch
+    assert SchedulePlan(**late.to_dict()) == late  # stored in the checkpoint as a dict
+
+
+def test_a_run_faster_than_its_measurement_is_replanned_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):
+    fake_measurement(monkeypatch, epoch=0.6)  # measured 6 s an epoch, ran 0.6 s
+    summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN)
+    assert summary["planned_steps"] == summary["steps_run"] == 40 and not summary["budget_bound"]
+    rows = history(tmp_path / "m")
+    assert float(rows[-1]["lr"]) == 0.0 and len(rows) == 10

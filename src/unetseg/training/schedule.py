@@ -6,6 +6,13 @@ at the start (:meth:`~unetseg.training.trainer.Trainer.measure`). The linear war
 the cosine decay then run over the planned steps, so a run that the budget binds still ends
 annealed, and it stops on its step count. The plan is stored in the checkpoint: a resumed
 run follows it without measuring again, and ends with the weights the uninterrupted run had.
+
+The measurement takes a few seconds and a shared machine's load can change in them: on the
+2-core test machine a step measured at 2.1 s under a short burst of other work ran at 1.3 s,
+and the run stopped after 12 of its 20 minutes. So the first epoch's wall time checks the
+plan once (:func:`replan_steps`): off by more than :data:`REPLAN_TOLERANCE`, the remaining
+steps are planned again from it, the decay stretched or shortened from there on. That plan
+too is stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,9 +32,18 @@ from torch.utils.data import DataLoader
 if TYPE_CHECKING:
     from unetseg.training.trainer import Trainer
 
-__all__ = ["SchedulePlan", "lr_factor", "measure_times", "plan_steps", "PLAN_MARGIN"]
+__all__ = [
+    "SchedulePlan",
+    "lr_factor",
+    "measure_times",
+    "plan_steps",
+    "replan_steps",
+    "PLAN_MARGIN",
+    "REPLAN_TOLERANCE",
+]
 
 PLAN_MARGIN = 0.95  # share of the remaining budget the planned steps may use (timing noise)
+REPLAN_TOLERANCE = 0.15  # the first epoch's time may differ this much from the plan's before it is replanned
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -58,6 +74,10 @@ class SchedulePlan:
         True when ``epochs`` x ``steps_per_epoch`` steps did not fit in ``max_minutes``.
     step_seconds, validation_seconds : float
         The measured times the plan was made from (0 when nothing was measured).
+    replanned : bool
+        True once the first epoch's time has planned the remaining steps again.
+    epoch_seconds : float
+        That first epoch's wall time (0 before).
     """
 
     total_steps: int
@@ -66,6 +86,8 @@ class SchedulePlan:
     budget_bound: bool = False
     step_seconds: float = 0.0
     validation_seconds: float = 0.0
+    replanned: bool = False
+    epoch_seconds: float = 0.0
 
     @property
     def epochs(self) -> int:
@@ -123,6 +145,34 @@ def plan_steps(
         return SchedulePlan(full, _epochs_warmup(warmup_epochs, steps_per_epoch), steps_per_epoch, False, **measured)
     warmup = max(1, int(warmup_epochs * total / epochs))
     return SchedulePlan(total, warmup, steps_per_epoch, True, **measured)
+
+
+def replan_steps(
+    plan: SchedulePlan, *, step: int, epochs: int, epoch_seconds: float, left_seconds: float
+) -> SchedulePlan | None:
+    """The plan again after the first epoch, from its wall time, or None to keep ``plan``.
+
+    A budget-bound plan is made again when ``epoch_seconds`` differs from the plan's estimate
+    (``steps_per_epoch x step_seconds + validation_seconds``) by more than
+    :data:`REPLAN_TOLERANCE`; a plan of all ``epochs`` only when they no longer fit. The
+    remaining steps are what fits in ``PLAN_MARGIN`` of ``left_seconds`` at the observed time
+    per step (its share of the validation included), at most ``epochs`` in all and at least
+    the ``step`` already taken; the warm-up is kept. A plan replanned once is kept.
+    """
+    if plan.replanned or epoch_seconds <= 0 or step >= plan.total_steps:
+        return None
+    full = epochs * plan.steps_per_epoch
+    per_step = epoch_seconds / plan.steps_per_epoch
+    total = max(step, min(full, step + int(PLAN_MARGIN * max(0.0, left_seconds) // per_step)))
+    estimate = plan.steps_per_epoch * plan.step_seconds + plan.validation_seconds
+    if plan.budget_bound and estimate > 0 and abs(epoch_seconds - estimate) <= REPLAN_TOLERANCE * estimate:
+        return None
+    if not plan.budget_bound and total >= plan.total_steps:  # the epochs still fit
+        return None
+    if total == plan.total_steps:
+        return None
+    return SchedulePlan(**{**plan.to_dict(), "total_steps": total, "budget_bound": total < full, "replanned": True,
+                           "epoch_seconds": float(epoch_seconds)})  # fmt: skip
 
 
 def measure_times(

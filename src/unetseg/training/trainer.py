@@ -28,7 +28,7 @@ from unetseg.io.files import atomic_path
 from unetseg.nn.device import amp_dtype, pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
-from unetseg.training.schedule import SchedulePlan, lr_factor, measure_times, plan_steps
+from unetseg.training.schedule import SchedulePlan, lr_factor, measure_times, plan_steps, replan_steps
 from unetseg.training.settings import ModelConfig, TrainConfig, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, mean_class_dice
 
@@ -96,10 +96,31 @@ class Trainer:
         return plan_steps(epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, warmup_epochs=cfg.warmup_epochs,
                           **measured)  # fmt: skip
 
-    def _scheduler(self, plan: SchedulePlan) -> torch.optim.lr_scheduler.LambdaLR:
-        """A learning-rate scheduler following ``plan``, at its step 0."""
+    def _scheduler(self, plan: SchedulePlan, step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+        """A learning-rate scheduler following ``plan``, at ``step`` (0: a new run)."""
         warmup, total = plan.warmup_steps, plan.total_steps
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total),
+                                                 last_epoch=step - 1)  # fmt: skip
+
+    def epoch_seconds(self, started: float) -> float:
+        """Wall time since ``started`` (a ``time.monotonic()``): the first epoch's, for the replan."""
+        return time.monotonic() - started
+
+    def _replan(self, started: float) -> None:
+        """After the first epoch: plan the remaining steps again if its time says the plan is off."""
+        seconds = self.epoch_seconds(started)
+        left = 60 * self.config.max_minutes - (time.monotonic() - self.started)
+        plan = replan_steps(self.plan, step=self.step, epochs=self.config.epochs, epoch_seconds=seconds,
+                            left_seconds=left)  # fmt: skip
+        if plan is None:
+            return
+        estimate = self.plan.steps_per_epoch * self.plan.step_seconds + self.plan.validation_seconds
+        print(
+            f"the first epoch took {seconds:.3g} s, not the {estimate:.3g} s measured at the start: planned "
+            f"{plan.total_steps} steps instead of {self.plan.total_steps}, the schedule runs over them",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        self.plan, self.scheduler = plan, self._scheduler(plan, self.step)
 
     def out_of_time(self) -> bool:
         return time.monotonic() - self.started > 60 * self.config.max_minutes
@@ -282,6 +303,7 @@ class Trainer:
                 )  # fmt: skip
         while self.step < self.plan.total_steps and not (self.epoch and self.should_stop(self.epoch)):
             epoch = self.epoch + 1
+            started = time.monotonic()
             train_loss = self.train_epoch(epoch)
             val_loss, val_dice = self.validate()
             if val_dice > self.best_dice:
@@ -298,6 +320,8 @@ class Trainer:
                 file=sys.stderr, flush=True,
             )  # fmt: skip
             self.epoch = epoch
+            if epoch == 1:
+                self._replan(started)
             self.save_checkpoint()
         if self.plan.budget_bound and self.step >= self.plan.total_steps:
             self.stopped_by = "max_minutes"  # on the steps planned to fit it, annealed

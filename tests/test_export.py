@@ -354,17 +354,25 @@ def test_described_sizes_are_the_sizes_the_network_takes(depth, padding):
 
 @pytest.mark.slow
 @TORCHSCRIPT_LOAD
-def test_multichannel_multiclass_package(tmp_path):
-    """Two input channels, three classes: softmax over the channel axis, validator passes."""
+@pytest.mark.parametrize(
+    "target, names",
+    [(None, ["class0", "class1", "class2"]), ("contact", ["background", "object", "contact"])],
+)
+def test_multichannel_multiclass_package(tmp_path, target, names):
+    """Two input channels, three classes (or a contact model's three outputs): softmax over
+    the channel axis, the channels named, validator passes."""
     torch.manual_seed(2)
     model = UNet(in_channels=2, out_channels=3, depth=2, base_channels=4).eval()
-    save_model(model, tmp_path / "model", {"normalization": {"method": "percentile", "percentiles": [2, 98]}})
+    card = {"normalization": {"method": "percentile", "percentiles": [2, 98]}} | ({"target": target} if target else {})
+    save_model(model, tmp_path / "model", card)
     package = export("--model", str(tmp_path / "model"), "--output", str(tmp_path / "classes.zip"),
                      "--software-url", SOFTWARE_URL)  # fmt: skip
     rdf = description(package)
     (raw_descr,), (out_descr,) = rdf["inputs"], rdf["outputs"]
     assert raw_descr["axes"][1]["channel_names"] == ["channel0", "channel1"]
-    assert out_descr["axes"][1]["channel_names"] == ["class0", "class1", "class2"]
+    assert out_descr["axes"][1]["channel_names"] == names
+    if target == "contact":
+        assert "contact" in package_file(package, "README.md").decode()
     assert out_descr["postprocessing"][0] == {"id": "softmax", "kwargs": {"axis": "channel"}}
     expected = np.load(io.BytesIO(package_file(package, "test_output.npy")))
     assert expected.shape[:2] == (1, 3) and np.allclose(expected.sum(axis=1), 1, atol=1e-5)

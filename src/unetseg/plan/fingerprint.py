@@ -139,8 +139,11 @@ def compute_fingerprint(
     torch.manual_seed(0)
     model = UNet(in_channels=channels, out_channels=1, depth=depth, base_channels=REFERENCE_CHANNELS)
     model = model.to(target).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     patches = torch.rand(batch, channels, patch, patch, device=target)
+    if target.type in ("cuda", "cpu"):  # as the trainer runs it
+        model = model.to(memory_format=torch.channels_last)
+        patches = patches.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dtype = (amp_dtype(target) if amp else None) or torch.float32
     elapsed = []
     for _ in range(steps + 2):

@@ -173,8 +173,8 @@ class BatchSegmenter:
         The network runs in this thread while one worker thread prepares the next sample
         (reading, normalising, writing the preprocessed Zarr) and finishes the previous one
         (mask, instances, measurements, overlay, state file): on a GPU the forward passes
-        and the CPU work overlap, and on a CPU the work outside torch fills the cycles its
-        threads leave. Each sample goes through its stages in order and only one stage at a
+        and the CPU work overlap; on a CPU the worker takes a core from torch's threads, which
+        still beat the stages in turn on 2 cores (benchmarks/batch). Each sample goes through its stages in order and only one stage at a
         time, so its outputs and state file are written exactly as one after the other.
         """
         rows: list[dict[str, Any] | None] = [None] * len(samples)
@@ -227,11 +227,6 @@ class BatchSegmenter:
             self._fail(job, err)
         return job
 
-    def _fail(self, job: _Job, err: Exception) -> None:
-        job.close()
-        job.row = self._failed(job.sample, job.paths, err)
-        write_json(job.paths["state"], {"fingerprint": job.fingerprint, "status": "failed", "row": job.row})
-
     def _outputs_exist(self, sample: BatchSample) -> bool:
         paths = sample_paths(self.settings.results, sample.sample)
         needed = ["preprocessed", "mask"]
@@ -242,8 +237,11 @@ class BatchSegmenter:
     def _overlay(self, sample: BatchSample) -> Path:
         return Path(self.settings.overlays) / f"{sample.sample}.png"
 
-    def _failed(self, sample: BatchSample, paths: dict[str, Path], err: Exception) -> dict[str, Any]:
+    def _fail(self, job: _Job, err: Exception) -> None:
+        """Fail the sample: its outputs removed, the reason in its row and state file."""
         traceback.print_exc(file=sys.stderr)
+        job.close()
+        sample, paths = job.sample, job.paths
         for key in ("preprocessed", "mask", "instances", "measurements", "ome_zarr"):
             target = paths[key]
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
@@ -253,8 +251,9 @@ class BatchSegmenter:
         if sample.image not in reason:  # e.g. a decoder's message about a truncated file
             reason = f"{sample.image}: {reason}; check that the file opens in Fiji, or export it again"
         print(f"warning: sample {sample.sample} failed, the batch goes on: {reason}", file=sys.stderr)
-        return {"sample": sample.sample, "split": sample.split, "status": "failed", "error": reason,
-                "object_count": 0, "foreground_fraction": float("nan")}  # fmt: skip
+        job.row = {"sample": sample.sample, "split": sample.split, "status": "failed", "error": reason,
+                   "object_count": 0, "foreground_fraction": float("nan")}  # fmt: skip
+        write_json(paths["state"], {"fingerprint": job.fingerprint, "status": "failed", "row": job.row})
 
     def _preprocess(self, job: _Job) -> None:
         sample, paths = job.sample, job.paths

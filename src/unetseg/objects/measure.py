@@ -103,14 +103,19 @@ def measure_objects(
     # a small image); the shape columns per object, on its box.
     columns = _columns_from_stats(_combine([_block_stats(labels, image, (0,) * ndim)]), ndim, channels)
     if ndim == 2:
-        boxes = ndi.find_objects(
-            np.where(labels > 0, labels, 0) if np.issubdtype(labels.dtype, np.signedinteger) else labels
-        )
+        boxes = _boxes(labels)
         columns["eccentricity"] = _eccentricities(labels, columns["label"], boxes)
         columns["solidity"] = _solidities(labels, columns["label"], boxes, columns["area"])
     if pixel_size is not None:
         columns.update(_physical_columns(columns, pixel_size, ndim))
     return _frame(columns, ndim, channels, pixel_size is not None)
+
+
+def _boxes(labels: np.ndarray) -> list:
+    """``scipy.ndimage.find_objects`` of the positive ids (negative ids are background, as in scikit-image)."""
+    return ndi.find_objects(
+        np.where(labels > 0, labels, 0) if np.issubdtype(labels.dtype, np.signedinteger) else labels
+    )
 
 
 def _solidities(labels: np.ndarray, ids: np.ndarray, boxes: list, areas: np.ndarray) -> np.ndarray:
@@ -235,9 +240,7 @@ def _crop_shapes(labels: Any, columns: dict[str, Any], block: Sequence[int]) -> 
     for rows in np.split(order, np.flatnonzero(np.diff(owner[order])) + 1) if order.size else []:
         start, stop = lo[rows].min(axis=0), hi[rows].max(axis=0)
         window = np.asarray(labels[start[0] : stop[0], start[1] : stop[1]])
-        boxes = ndi.find_objects(
-            np.where(window > 0, window, 0) if np.issubdtype(window.dtype, np.signedinteger) else window
-        )
+        boxes = _boxes(window)
         ids = columns["label"][rows]
         shapes[rows, 0] = _eccentricities(window, ids, boxes)
         shapes[rows, 1] = _solidities(window, ids, boxes, columns["area"][rows])

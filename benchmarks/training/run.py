@@ -83,21 +83,29 @@ def train_settings(epochs: int, batch_size: int) -> dict:
 
 
 class BareSteps:
-    """(a): forward, backward and optimiser step of the same network on one batch in memory."""
+    """(a): forward, backward and optimiser step of the same network on one batch in memory,
+    in the precision and memory format the Trainer uses on this device (bfloat16 autocast
+    where the CPU computes it natively and ``train.amp`` is on; channels-last)."""
 
     def __init__(self, store: Path, batch_size: int, settings: dict):
         import torch
 
         from unetseg.data.patches import PatchDataset
+        from unetseg.nn.device import amp_dtype
         from unetseg.nn.losses import SegmentationLoss
         from unetseg.nn.model import UNet
 
         dataset = PatchDataset(store, "train")
         self.batch = [torch.stack(parts) for parts in zip(*(dataset[i] for i in range(batch_size)))]
+        self.batch[0] = self.batch[0].contiguous(memory_format=torch.channels_last)
         self.batch_size = batch_size
+        dtype = amp_dtype(torch.device("cpu")) if settings["amp"] else None
+        self.autocast = torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None)
+        self.precision = str(dtype or torch.float32).removeprefix("torch.")
         with torch.random.fork_rng():
             torch.manual_seed(1)
             self.model = UNet(in_channels=dataset.channels, out_channels=1, **MODEL).train()
+        self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings["learning_rate"],
                                            weight_decay=settings["weight_decay"])  # fmt: skip
         self.loss_fn = SegmentationLoss(settings["loss"])
@@ -109,7 +117,9 @@ class BareSteps:
         started = time.perf_counter()
         for _ in range(steps):
             self.optimizer.zero_grad(set_to_none=True)
-            self.loss_fn(self.model(image), mask, weight).backward()
+            with self.autocast:
+                logits = self.model(image)
+            self.loss_fn(logits.float(), mask, weight).backward()
             self.optimizer.step()
         return steps * self.batch_size / (time.perf_counter() - started)
 
@@ -250,7 +260,8 @@ def main() -> None:
     steps = runs[0]["epochs"][1]["steps"] if len(runs[0]["epochs"]) > 1 else runs[0]["steps"]
     print(f"\nPyTorch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}; depth {MODEL['depth']}, {MODEL['base_channels']} base channels, "
-          f"{PATCH}-px patches, batch {args.batch_size}, {args.epochs} epochs of {steps} steps per run\n")  # fmt: skip
+          f"{PATCH}-px patches, batch {args.batch_size}, {args.epochs} epochs of {steps} steps per run, "
+          f"{bare.precision} autocast, channels-last\n")  # fmt: skip
     print("| round | patches | epoch | load (1 min) | (a) bare patches/s | (b) loop patches/s | ratio | "
           "(b) with validation | ratio with validation |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -173,18 +173,33 @@ def test_images_glob_gives_one_predict_row_per_file(tmp_path, trained):
     shutil.copy(data / "images" / "predict_00.tif", incoming / "cell 01.tif")
     shutil.copy(data / "images" / "predict_01.tif", incoming / "cell-02.ome.tif")
     (incoming / "notes.txt").write_text("not an image; the glob does not match it\n")
+    (incoming / "broken.tif").write_bytes(b"II*\x00 a header and nothing else")  # fails alone
     config = write_config(root, dataset="globbed", images="incoming/*.tif", trained_model=str(trained))
 
-    planned = job_counts(snakemake(root, "--configfile", config, "-n"))
+    dry = snakemake(root, "--configfile", config, "-n")
+    planned = job_counts(dry)
     assert planned.get("segment") == 1 and not set(planned) & set(BUILD_JOBS), planned
+    assert "warning: sample broken will fail, the others are segmented" in dry.stderr, dry.stderr
     snakemake(root, "--configfile", config, target="results/globbed/measurements/summary.csv")
 
     results = root / "results" / "globbed"
-    summary = pd.read_csv(results / "measurements" / "summary.csv")
-    assert sorted(summary["sample"]) == ["cell-02", "cell_01"]
-    assert set(summary["split"]) == {"predict"} and set(summary["status"]) == {"ok"}
+    summary = pd.read_csv(results / "measurements" / "summary.csv").set_index("sample")
+    assert sorted(summary.index) == ["broken", "cell-02", "cell_01"]
+    assert set(summary["split"]) == {"predict"}
+    assert summary["status"].to_dict() == {"broken": "failed", "cell-02": "ok", "cell_01": "ok"}
+    assert "broken.tif: not a readable TIFF" in summary.loc["broken", "error"]
     assert sorted(p.name for p in (results / "masks").iterdir()) == ["cell-02.tif", "cell_01.tif"]
     assert not (root / "resources").exists()  # no demo data for a glob
+
+    # An installed workflow run from a project directory of its own (`snakemake -s`): the
+    # config of three keys is enough there too.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "batch.yaml").write_text(yaml.safe_dump(
+        {"dataset": "batch", "images": str(incoming / "cell*.tif"), "trained_model": str(trained)}
+    ))  # fmt: skip
+    planned = job_counts(snakemake(elsewhere, "-s", str(root / "Snakefile"), "--configfile", "batch.yaml", "-n"))
+    assert planned.get("segment") == 1 and not set(planned) & set(BUILD_JOBS), planned
 
 
 def two_channel_sheet(root: Path, model: Path) -> dict:

@@ -6,6 +6,7 @@ neither torch nor the images themselves.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,8 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
         One line naming the key or file and the fix: the path is missing or not a model,
         the card is of another format, the sheet holds train/val rows, an image's
         channel count differs from the model's, or border 'none' meets a valid-padded model.
+        An image that cannot be read is not an error here, only a warning: its segment job
+        records it as failed, with the reason, and segments the others.
     """
     path = Path(model)
     if not path.exists():
@@ -78,8 +81,12 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
         )
     expected = card["architecture"]["in_channels"]
     for row in samples.itertuples(index=False):
-        with open_image(row.image, axes=None if axes == "auto" else axes) as image:
-            channels = image.shape[1]
+        try:
+            with open_image(row.image, axes=None if axes == "auto" else axes) as image:
+                channels = image.shape[1]
+        except InputError as err:  # one bad image must not stop the batch: it fails in its own job
+            print(f"warning: sample {row.sample} will fail, the others are segmented: {err}", file=sys.stderr)
+            continue
         if channels != expected:
             raise InputError(
                 f"{row.image} (sample {row.sample}): {channels} channel(s), but trained_model {model} "

@@ -43,9 +43,10 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
     InputError
         One line naming the key or file and the fix: the path is missing or not a model,
         the card is of another format, the sheet holds train/val rows, an image's
-        channel count differs from the model's, or border 'none' meets a valid-padded model.
-        An image that cannot be read is not an error here, only a warning: its segment job
-        records it as failed, with the reason, and segments the others.
+        channel count differs from the model's, an image file is missing, or border 'none'
+        meets a valid-padded model. An image that exists but cannot be read is only a
+        warning here: its segment job records it as failed, with the reason, and segments
+        the others.
     """
     path = Path(model)
     if not path.exists():
@@ -81,6 +82,8 @@ def check_trained_model(model: str, samples: pd.DataFrame, *, axes: str = "auto"
         )
     expected = card["architecture"]["in_channels"]
     for row in samples.itertuples(index=False):
+        if not Path(row.image).exists():  # a wrong path in the sheet: an error, before any job
+            raise InputError(f"{row.image} (sample {row.sample}): file not found; check its path in the sample sheet.")
         try:
             with open_image(row.image, axes=None if axes == "auto" else axes) as image:
                 channels = image.shape[1]

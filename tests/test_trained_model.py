@@ -190,6 +190,12 @@ def test_images_glob_gives_one_predict_row_per_file(tmp_path, trained):
     assert "broken.tif: not a readable TIFF" in summary.loc["broken", "error"]
     assert sorted(p.name for p in (results / "masks").iterdir()) == ["cell-02.tif", "cell_01.tif"]
     assert not (root / "resources").exists()  # no demo data for a glob
+    # The user's images are nobody's output: Snakemake would delete them (--delete-all-output,
+    # --forceall) if a rule claimed them, as demo_data once did.
+    deleting = snakemake(root, "--configfile", config, "--delete-all-output", "--dry-run")
+    listed = [line for line in (deleting.stdout + deleting.stderr).splitlines() if not line.startswith("warning:")]
+    assert not [line for line in listed if "incoming" in line], listed
+    assert "Would delete results/globbed/measurements/summary.csv" in listed, listed
 
     # An installed workflow run from a project directory of its own (`snakemake -s`): the
     # config of three keys is enough there too.

@@ -62,20 +62,31 @@ LOGS = f"logs/{config['dataset']}"
 DEMO = config["demo"]
 DEMO_SHEET = Path(DEMO["directory"]) / "samples.tsv"
 USES_DEMO = Path(config["samples"]) == DEMO_SHEET
+# The rows that demo_data writes (its outputs), or None where it does not run. A run with
+# the demo's sheet (the default) generates the demo, except an apply run over a folder
+# (`images` with `trained_model`), whose files are the whole sheet. Only these rows are
+# demo_data's outputs, never the user's images.
+DEMO_ROWS = (
+    demo_sample_sheet(
+        DEMO["directory"],
+        **{k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")},
+    )
+    if USES_DEMO and not (config["images"] and config["trained_model"])
+    else None
+)
 
 
 def load_sample_sheet():
     """The sample sheet, checked; for the demo, the rows its generator will write."""
     # The package's checks first: their messages name the line and the fix.
     training = not config["trained_model"]
-    if USES_DEMO and config["images"] and not training:
+    if USES_DEMO and DEMO_ROWS is None:
         # An apply run over a folder: the glob's files are the whole sheet.
         sheet = check_sample_sheet(
             rows_from_glob(config["images"]), "images", training=False
         )
     elif USES_DEMO:
-        counts = {k: DEMO[k] for k in ("n_train", "n_val", "n_test", "n_predict")}
-        rows = demo_sample_sheet(DEMO["directory"], **counts)
+        rows = DEMO_ROWS
         if config["images"]:
             rows = pd.concat(
                 [rows, rows_from_glob(config["images"])], ignore_index=True

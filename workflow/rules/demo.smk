@@ -1,13 +1,14 @@
 # Synthetic demo data: fluorescent nuclei with instance masks and their sample sheet.
-# Runs only when config["samples"] points at the demo's sheet.
+# Runs only when config["samples"] points at the demo's sheet (DEMO_ROWS in common.smk);
+# its outputs are the demo's own files, never images a config adds with `images`.
 
-if USES_DEMO:
+if DEMO_ROWS is not None:
 
     rule demo_data:
         output:
             sheet=str(DEMO_SHEET),
-            images=samples["image"].tolist(),
-            masks=[m for m in samples["mask"] if m],
+            images=DEMO_ROWS["image"].tolist(),
+            masks=[m for m in DEMO_ROWS["mask"] if m],
         log:
             f"{LOGS}/demo_data.log",
         conda:

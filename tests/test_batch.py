@@ -159,13 +159,16 @@ def test_run_writes_every_output_and_the_mask_of_unetseg_predict(tmp_path, model
     assert leftovers == []
 
 
-def test_second_run_skips_and_changes_recompute_only_what_they_affect(tmp_path, model_dir):
+def test_second_run_skips_and_changes_recompute_only_what_they_affect(tmp_path, model_dir, capsys):
     samples = write_images(tmp_path / "images")
     BatchSegmenter(model_dir, OPTIONS, settings(tmp_path)).run(samples)
 
     age_outputs(tmp_path, samples)
-    rows = BatchSegmenter(model_dir, OPTIONS, settings(tmp_path)).run(samples)
+    capsys.readouterr()
+    segmenter = BatchSegmenter(model_dir, OPTIONS, settings(tmp_path))
+    rows = segmenter.run(samples)
     assert rewritten(tmp_path, samples) == {"img_0": False, "img_1": False, "img_2": False}
+    assert segmenter.up_to_date == 3 and capsys.readouterr().err.count("(up to date: outputs kept)") == 3
     assert [r["status"] for r in rows] == ["ok"] * 3  # up to date counts as done
     assert all(r["object_count"] > 0 for r in rows)  # ... with its row from the first run
 

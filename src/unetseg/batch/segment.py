@@ -86,6 +86,7 @@ class _Job:
     paths: dict[str, Path]
     fingerprint: str
     row: dict[str, Any] | None = None  # set when the sample is done: up to date, finished or failed
+    up_to_date: bool = False  # its outputs of an earlier run are kept
     attrs: dict[str, Any] = field(default_factory=dict)  # of the preprocessed sample
     source: Any = None  # the preprocessed image, (Z, C, Y, X)
     spatial_axes: str = "YX"
@@ -157,6 +158,7 @@ class BatchSegmenter:
         for name in ("weights.pt", "card.json"):
             digest.update((self.model_dir / name).read_bytes())
         self.model_digest = digest.hexdigest()
+        self.up_to_date = 0  # samples of the last run whose outputs were up to date, kept
 
     def fingerprint(self, sample: BatchSample) -> str:
         """Everything a sample's outputs depend on: model, options and its input files."""
@@ -179,14 +181,17 @@ class BatchSegmenter:
         """
         rows: list[dict[str, Any] | None] = [None] * len(samples)
         finishing: list[tuple[int, Future]] = []
+        self.up_to_date = 0
         with (
             dask_client(self.scheduler, workers=self.options.threads or 2) as self.client,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="unetseg-segment") as worker,
         ):
             upcoming = worker.submit(self._prepare, samples[0]) if samples else None
             for i, sample in enumerate(samples):
-                print(f"[{i + 1}/{len(samples)}] {sample.sample}", file=sys.stderr)
                 job = upcoming.result()
+                kept = " (up to date: outputs kept)" if job.up_to_date else ""
+                print(f"[{i + 1}/{len(samples)}] {sample.sample}{kept}", file=sys.stderr)
+                self.up_to_date += job.up_to_date
                 upcoming = worker.submit(self._prepare, samples[i + 1]) if i + 1 < len(samples) else None
                 if job.row is None:
                     self._guarded(job, self._infer)
@@ -208,7 +213,7 @@ class BatchSegmenter:
             # empties before every run: draw the missing one again, from the files kept.
             if self.settings.overlays and not self._overlay(sample).exists():
                 overlay_figure(paths["preprocessed"], paths["mask"], self._overlay(sample))
-            job.row = {**state["row"], "status": "ok"}
+            job.row, job.up_to_date = {**state["row"], "status": "ok"}, True
             return job
         paths["state"].unlink(missing_ok=True)
         return self._guarded(job, self._preprocess)

@@ -48,4 +48,5 @@ def run(args: argparse.Namespace) -> None:
     write_manifest(rows, args.manifest)
     failed = [row["sample"] for row in rows if row["status"] == "failed"]
     note = f"; failed: {', '.join(failed)} (reasons in the manifest and this log)" if failed else ""
-    print(f"segmented {len(rows) - len(failed)} of {len(rows)} sample(s){note}", file=sys.stderr)
+    kept = f" ({segmenter.up_to_date} of them up to date, outputs kept)" if segmenter.up_to_date else ""
+    print(f"segmented {len(rows) - len(failed)} of {len(rows)} sample(s){kept}{note}", file=sys.stderr)

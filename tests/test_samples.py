@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from unetseg.data.samples import check_sample_sheet, read_sample_sheet
+from unetseg.data.samples import check_sample_sheet, read_sample_sheet, rows_from_glob
 from unetseg.errors import InputError
 
 
@@ -43,3 +43,18 @@ def test_missing_columns_and_files(tmp_path):
         read_sample_sheet(path)
     with pytest.raises(InputError, match="sample sheet not found"):
         read_sample_sheet(tmp_path / "none.tsv")
+
+
+def test_an_images_glob_names_files_and_zarr_stores_not_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "batch" / "plate 1.tif").parent.mkdir()
+    (tmp_path / "batch" / "plate 1.tif").write_bytes(b"")
+    (tmp_path / "batch" / "well.zarr").mkdir()
+    (tmp_path / "batch" / "well.zarr" / "zarr.json").write_text("{}")
+    rows = rows_from_glob("batch/*")
+    assert rows["sample"].tolist() == ["plate_1", "well"] and set(rows["split"]) == {"predict"}
+
+    with pytest.raises(InputError, match=r"images: batch is a folder, not an image; .* 'batch/\*\.tif'"):
+        rows_from_glob("batch")
+    with pytest.raises(InputError, match=r"matches no file in .*; check the pattern"):
+        rows_from_glob("elsewhere/*.tif")

@@ -93,7 +93,15 @@ def rows_from_glob(pattern: str) -> pd.DataFrame:
     paths = sorted(glob.glob(pattern, recursive=True))
     if not paths:
         raise InputError(
-            f"images: {pattern!r} matches no file; check the pattern (relative to the directory Snakemake runs in)."
+            f"images: {pattern!r} matches no file in {Path.cwd()}; check the pattern (relative to the "
+            "directory Snakemake runs in)."
+        )
+    stores = ("zarr.json", ".zarray", ".zgroup")
+    folders = [path for path in paths if Path(path).is_dir() and not any((Path(path) / f).exists() for f in stores)]
+    if folders:  # a folder is not an image (a Zarr store is)
+        raise InputError(
+            f"images: {folders[0]} is a folder, not an image; give a pattern of its files, e.g. "
+            f"'{Path(folders[0]) / '*.tif'}'."
         )
     ids: dict[str, str] = {}
     for path in paths:

@@ -6,6 +6,7 @@ import argparse
 
 from unetseg.cli.options import add_inference_options
 from unetseg.cli.predict import inference_options
+from unetseg.export.unpack import is_package, open_exported
 from unetseg.inference.run import infer_sample
 
 
@@ -20,4 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if is_package(args.model):  # a bioimage.io package exported by unetseg
+        args.model = str(open_exported(args.model))
     infer_sample(args.model, args.input, args.output, inference_options(args), scheduler=args.dask_scheduler)

@@ -38,13 +38,17 @@ def foreground(text: str) -> str | list[int]:
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
     """The model and tiling options of ``predict`` and ``infer``."""
-    parser.add_argument("--model", required=True, help="trained model directory (results/<dataset>/model)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="trained model: results/<dataset>/model, or a bioimage.io zip exported by unetseg",
+    )
     parser.add_argument("--tile", type=positive_int, default=1024,
                         help="tile (write region) size in pixels, rounded up to a multiple of 2^depth")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=1, help="tiles per forward pass (raise on a GPU)")
     parser.add_argument("--border", choices=("mirror", "zero", "none"), default="mirror",
-                        help="beyond the image borders: mirror, zeros, or none (the network's own padding)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+                        help="beyond the image borders: mirror, zero, or none (the network's own padding)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (None: all of them)")
     parser.add_argument("--device", default="auto", help="cuda, cpu, mps or auto")
     parser.add_argument("--tta", action="store_true", help="average over flipped copies (4x slower)")
     parser.add_argument(

@@ -175,9 +175,10 @@ class BatchSegmenter:
         The network runs in this thread while one worker thread prepares the next sample
         (reading, normalising, writing the preprocessed Zarr) and finishes the previous one
         (mask, instances, measurements, overlay, state file): on a GPU the forward passes
-        and the CPU work overlap; on a CPU the worker takes a core from torch's threads, which
-        still beat the stages in turn on 2 cores (benchmarks/batch). Each sample goes through its stages in order and only one stage at a
-        time, so its outputs and state file are written exactly as one after the other.
+        and the CPU work overlap; on a CPU the worker takes a core from torch's threads, and
+        still beats the stages in turn on 2 cores (benchmarks/batch). Each sample goes
+        through its stages in order and only one stage at a time, so its outputs and state
+        file are written exactly as one after the other.
         """
         rows: list[dict[str, Any] | None] = [None] * len(samples)
         finishing: list[tuple[int, Future]] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from unetseg.errors import InputError
+from unetseg.io.images import is_zarr_store
 
 __all__ = ["COLUMNS", "SPLITS", "read_sample_sheet", "check_sample_sheet", "rows_from_glob"]
 
@@ -96,8 +97,7 @@ def rows_from_glob(pattern: str) -> pd.DataFrame:
             f"images: {pattern!r} matches no file in {Path.cwd()}; check the pattern (relative to the "
             "directory Snakemake runs in)."
         )
-    stores = ("zarr.json", ".zarray", ".zgroup")
-    folders = [path for path in paths if Path(path).is_dir() and not any((Path(path) / f).exists() for f in stores)]
+    folders = [path for path in paths if Path(path).is_dir() and not is_zarr_store(path)]
     if folders:  # a folder is not an image (a Zarr store is)
         raise InputError(
             f"images: {folders[0]} is a folder, not an image; give a pattern of its files, e.g. "

@@ -16,7 +16,7 @@ import zarr
 
 from unetseg.errors import InputError
 
-__all__ = ["ImageSource", "open_image", "read_mask", "is_zarr_path", "is_tiff_path"]
+__all__ = ["ImageSource", "open_image", "read_mask", "is_zarr_path", "is_zarr_store", "is_tiff_path"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 # tifffile's axis letters that we read as a stack of 2D planes, and as channels.
@@ -26,6 +26,11 @@ _CHANNEL_AXES = "CS"
 
 def is_zarr_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".zarr"
+
+
+def is_zarr_store(path: str | os.PathLike) -> bool:
+    """A directory holding Zarr metadata (v3 ``zarr.json``, or v2 ``.zarray`` / ``.zgroup``)."""
+    return any((Path(path) / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def is_tiff_path(path: str | os.PathLike) -> bool:
@@ -181,7 +186,7 @@ def open_image(path: str | os.PathLike, *, axes: str | None = None) -> ImageSour
         raise InputError(f"{path}: file not found; check the path (in the sample sheet, or the command line).")
     store = None
     if is_zarr_path(path) or path.is_dir():
-        if not any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup")):
+        if not is_zarr_store(path):
             raise InputError(
                 f"{path}: not a Zarr store (a directory without zarr.json, .zarray or .zgroup); give a TIFF "
                 "file or a Zarr store."

@@ -111,3 +111,14 @@ def test_border_none_is_refused_where_it_cannot_hold(tmp_path):
         check_config({**base, "inference": {"border": "none"}, "model": {"padding": "valid"}}, schema)
     with pytest.raises(InputError, match="inference.blend: none"):
         check_config({**base, "inference": {"border": "none", "blend": "gaussian"}}, schema)
+
+
+def test_config_problems_name_the_config_readme_by_a_path_that_resolves(tmp_path, monkeypatch):
+    from unetseg.errors import InputError
+    from unetseg.workflow.config import check_config
+
+    monkeypatch.chdir(tmp_path)  # a project directory elsewhere, as with `snakemake -s`
+    with pytest.raises(InputError, match="problem") as err:
+        check_config({"dataset": "d", "train": {"lerning_rate": 0.1}}, REPO / "workflow/schemas/config.schema.yaml")
+    readme = str(err.value).rsplit("keys and defaults: ", 1)[1].rstrip(").")
+    assert Path(readme).is_absolute() and Path(readme).is_file(), readme

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write the probabilities, with the mask (and instances) as labels, as an "
                         "OME-Zarr pyramid (e.g. out.ome.zarr) that napari and other NGFF viewers open")  # fmt: skip
     p.add_argument("--probabilities-dtype", choices=("float16", "uint8", "float32"), default="float16",
-                   help="storage of --probabilities (uint8: probability x 255)")  # fmt: skip
+                   help="storage of --probabilities (default float16; uint8: probability x 255, what the workflow's "
+                        "inference.probabilities_dtype writes by default)")  # fmt: skip
     p.add_argument("--instances", default=None,
                    help="also write instance labels (connected components, consistent across chunks): .tif or .zarr")  # fmt: skip
     p.add_argument("--tissue-mask", default=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -104,9 +105,12 @@ def check_config(config: dict[str, Any], schema_path: str | os.PathLike, *, sour
     problems = config_errors(config, schema)
     if problems:
         listing = "\n  - ".join(problems)
+        # The workflow's own config/README.md, by a path that works from any directory (a
+        # workflow run with `snakemake -s /path/to/unetseg/Snakefile` from a project elsewhere).
+        readme = Path(schema_path).resolve().parents[2] / "config" / "README.md"
         raise InputError(
             f"{source}: {len(problems)} problem(s):\n  - {listing}\n"
-            "Fix them in your config file (keys and defaults: config/README.md)."
+            f"Fix them in your config file (keys and defaults: {readme if readme.is_file() else 'config/README.md'})."
         )
     inference = config.get("inference") or {}
     if inference.get("border") == "none" and (config.get("model") or {}).get("padding") == "valid":

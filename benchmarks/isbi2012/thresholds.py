@@ -1,0 +1,71 @@
+"""Membrane Dice and pixel error on the ISBI 2012 test slices against the probability threshold.
+
+A diagnostic, not a tuning step: the workflow thresholds at the probability tuned on the
+validation slices (the model card's ``threshold``). This script shows how far that choice is
+from the best threshold for the test slices, i.e. whether a missed score is the threshold's
+or the network's. It runs ``unetseg predict`` on slices 25-29 with float32 probabilities and
+scores each threshold against the labels (0 = membrane = foreground).
+
+Usage, from the repository root, with the project's environment active::
+
+    python benchmarks/isbi2012/thresholds.py results/isbi2012_plan/model [--thresholds 0.3 0.4 0.5 0.6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "isbi2012"
+TEST = range(25, 30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="a trained model directory (weights.pt + card.json)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7])
+    args = parser.parse_args()
+    card = json.loads((Path(args.model) / "card.json").read_text())
+    missing = [f"{kind}/slice_{i}.tif" for i in TEST for kind in ("images", "labels")
+               if not (DATA / kind / f"slice_{i}.tif").is_file()]  # fmt: skip
+    if missing:
+        print(f"thresholds.py: {len(missing)} test files missing under {DATA}, e.g. {missing[0]}", file=sys.stderr)
+        return 2
+    probabilities, truths = [], []
+    with tempfile.TemporaryDirectory() as work:
+        for i in TEST:
+            out = Path(work) / f"slice_{i}"
+            subprocess.run(
+                ["unetseg", "predict", "--model", args.model, "--input", str(DATA / "images" / f"slice_{i}.tif"),
+                 "--output", f"{out}_mask.tif", "--probabilities", f"{out}.ome.zarr",
+                 "--probabilities-dtype", "float32"],
+                check=True, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            probabilities.append(np.asarray(zarr.open_array(f"{out}.ome.zarr/s0", mode="r")[:]).squeeze())
+            truths.append(tifffile.imread(DATA / "labels" / f"slice_{i}.tif") == 0)
+    tuned = card.get("threshold")
+    print(f"model {args.model}: threshold tuned on the validation slices {tuned}\n")
+    print("| threshold | membrane Dice (mean of slices 25-29) | pixel error |")
+    print("| --- | --- | --- |")
+    for threshold in sorted({*args.thresholds, *([tuned] if tuned is not None else [])}):
+        dice, error = [], []
+        for probability, truth in zip(probabilities, truths):
+            mask = probability > threshold
+            dice.append(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+            error.append((mask != truth).mean())
+        mark = " (tuned)" if threshold == tuned else ""
+        print(f"| {threshold:.3f}{mark} | {np.mean(dice):.4f} | {np.mean(error):.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

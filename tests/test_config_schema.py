@@ -124,22 +124,15 @@ def test_config_problems_name_the_config_readme_by_a_path_that_resolves(tmp_path
     assert Path(readme).is_absolute() and Path(readme).is_file(), readme
 
 
-def _merged(base: dict, update: dict) -> dict:
-    """``update`` over ``base``, nested sections merged, as Snakemake merges a --configfile."""
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 @pytest.mark.parametrize(
     "path",
     sorted(p.relative_to(REPO).as_posix() for p in [*REPO.glob("config/*.yaml"), *REPO.glob("benchmarks/**/*.yaml")]),
 )
 def test_every_shipped_config_passes_the_schema_over_the_defaults(path):
+    from unetseg.plan.rules import merge  # nested sections merged, as Snakemake merges a --configfile
     from unetseg.workflow.config import check_config
 
     defaults = yaml.safe_load((REPO / "config/config.yaml").read_text())
     check_config(
-        _merged(defaults, yaml.safe_load((REPO / path).read_text())), REPO / "workflow/schemas/config.schema.yaml"
+        merge(defaults, yaml.safe_load((REPO / path).read_text())), REPO / "workflow/schemas/config.schema.yaml"
     )

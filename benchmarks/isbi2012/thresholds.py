@@ -24,6 +24,8 @@ import numpy as np
 import tifffile
 import zarr
 
+from unetseg.evaluation.metrics import dice, pixel_error
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "isbi2012"
 TEST = range(25, 30)
@@ -57,13 +59,11 @@ def main() -> int:
     print("| threshold | membrane Dice (mean of slices 25-29) | pixel error |")
     print("| --- | --- | --- |")
     for threshold in sorted({*args.thresholds, *([tuned] if tuned is not None else [])}):
-        dice, error = [], []
-        for probability, truth in zip(probabilities, truths):
-            mask = probability > threshold
-            dice.append(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
-            error.append((mask != truth).mean())
+        masks = [probability > threshold for probability in probabilities]
+        dices = [dice(truth, mask) for truth, mask in zip(truths, masks)]
+        errors = [pixel_error(truth, mask) for truth, mask in zip(truths, masks)]
         mark = " (tuned)" if threshold == tuned else ""
-        print(f"| {threshold:.3f}{mark} | {np.mean(dice):.4f} | {np.mean(error):.4f} |")
+        print(f"| {threshold:.3f}{mark} | {np.mean(dices):.4f} | {np.mean(errors):.4f} |")
     return 0
 
 

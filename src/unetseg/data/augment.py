@@ -1,4 +1,5 @@
-"""Batch augmentation on the training device: the paper's elastic deformations, intensity.
+"""Batch augmentation on the training device: rotations by any angle and scaling, the
+paper's elastic deformations, intensity.
 
 Everything random is drawn from a generator seeded by ``(seed, epoch, step)``, so a run
 (and a run resumed from a checkpoint) is reproducible whatever the device.
@@ -12,13 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch", "elastic_grid"]
+__all__ = ["AugmentConfig", "affine_grid", "augment_batch", "elastic_grid"]
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """The config's ``train.augment`` section."""
 
+    rotate: float = 0.0
+    scale: float = 0.0
     elastic: bool = True
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
@@ -29,21 +32,54 @@ class AugmentConfig:
     noise: float = 0.05
 
 
-def elastic_grid(shape: tuple[int, int, int], *, sigma: float, points: int, generator: torch.Generator) -> torch.Tensor:
-    """Sampling grids ``(B, H, W, 2)`` of smooth random deformations.
+def _identity(height: int, width: int) -> torch.Tensor:
+    """The sampling grid ``(H, W, 2)`` that reads every pixel in place, as ``(x, y)`` in [-1, 1]."""
+    ys = torch.linspace(-1, 1, height)
+    xs = torch.linspace(-1, 1, width)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
 
-    Displacements of standard deviation ``sigma`` pixels on a coarse ``points x points``
-    grid (the U-Net paper: 3 x 3, 10 px), interpolated bicubically to every pixel.
+
+def elastic_displacement(
+    shape: tuple[int, int, int], *, sigma: float, points: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Smooth random displacements ``(B, H, W, 2)`` in normalised ``(x, y)`` coordinates.
+
+    Standard deviation ``sigma`` pixels on a coarse ``points x points`` grid (the U-Net
+    paper: 3 x 3, 10 px), interpolated bicubically to every pixel.
     """
     batch, height, width = shape
     coarse = torch.randn(batch, 2, points, points, generator=generator) * sigma
     dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
     # pixels -> normalised [-1, 1] coordinates (x first, as grid_sample wants)
     dense = dense * torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)]).view(1, 2, 1, 1)
-    ys = torch.linspace(-1, 1, height)
-    xs = torch.linspace(-1, 1, width)
-    identity = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
-    return identity.unsqueeze(0) + dense.permute(0, 2, 3, 1)
+    return dense.permute(0, 2, 3, 1)
+
+
+def elastic_grid(shape: tuple[int, int, int], *, sigma: float, points: int, generator: torch.Generator) -> torch.Tensor:
+    """Sampling grids ``(B, H, W, 2)`` of smooth random deformations (:func:`elastic_displacement`)."""
+    displacement = elastic_displacement(shape, sigma=sigma, points=points, generator=generator)
+    return _identity(*shape[1:]).unsqueeze(0) + displacement
+
+
+def affine_grid(
+    shape: tuple[int, int, int], *, rotate: float, scale: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Sampling grids ``(B, H, W, 2)`` of random rotations and zooms about the patch centre.
+
+    The angle is uniform in ``+-rotate`` degrees, the zoom factor log-uniform in
+    ``[1 / (1 + scale), 1 + scale]``; both in pixel units, so a non-square patch is not sheared.
+    """
+    batch, height, width = shape
+    angle = (torch.rand(batch, generator=generator) * 2 - 1) * np.deg2rad(rotate)
+    zoom = torch.exp((torch.rand(batch, generator=generator) * 2 - 1) * np.log1p(scale))
+    ys = torch.linspace(-1, 1, height) * (height - 1) / 2  # pixels from the centre
+    xs = torch.linspace(-1, 1, width) * (width - 1) / 2
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    cos, sin = (torch.cos(angle) / zoom).view(-1, 1, 1), (torch.sin(angle) / zoom).view(-1, 1, 1)
+    # output pixel (x, y) reads the input at R(angle) (x, y) / zoom; back to [-1, 1]
+    source_x = (cos * x - sin * y) * 2 / max(width - 1, 1)
+    source_y = (sin * x + cos * y) * 2 / max(height - 1, 1)
+    return torch.stack([source_x, source_y], dim=-1)
 
 
 def _intensity(image: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
@@ -74,11 +110,19 @@ def augment_batch(
     *,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Deform ``image (B, C, H, W)``, ``mask (B, H, W)`` and ``weight (B, H, W)`` alike
-    (bilinear for the image, nearest for mask and weights), then vary the image's intensity.
+    """Rotate, zoom and deform ``image (B, C, H, W)``, ``mask (B, H, W)`` and ``weight
+    (B, H, W)`` alike in one resampling (bilinear for the image, nearest for mask and
+    weights; reflection beyond the patch), then vary the image's intensity.
     """
-    if config.elastic:
-        grid = elastic_grid(mask.shape, sigma=config.elastic_sigma, points=config.elastic_grid, generator=generator)
+    affine = config.rotate > 0 or config.scale > 0
+    if config.elastic or affine:
+        if affine:
+            grid = affine_grid(mask.shape, rotate=config.rotate, scale=config.scale, generator=generator)
+        else:
+            grid = _identity(*mask.shape[1:]).unsqueeze(0)
+        if config.elastic:
+            grid = grid + elastic_displacement(mask.shape, sigma=config.elastic_sigma, points=config.elastic_grid,
+                                               generator=generator)  # fmt: skip
         grid = grid.to(image.device, image.dtype)
         image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
         maps = torch.stack([mask, weight], dim=1).to(image.dtype)

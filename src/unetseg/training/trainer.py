@@ -166,7 +166,7 @@ class Trainer:
     def optimise(self, model: UNet, optimizer, scaler, batch, *, seed: int) -> torch.Tensor:
         """One optimiser step on ``batch``, augmented with a generator seeded by ``seed``; the loss."""
         image, mask, weight = batch
-        if self.augment.elastic or self.augment.intensity:
+        if self.augment.elastic or self.augment.intensity or self.augment.rotate or self.augment.scale:
             image, mask, weight = augment_batch(
                 image.to(self.device), mask.to(self.device), weight.to(self.device), self.augment,
                 generator=torch.Generator().manual_seed(seed),

@@ -113,9 +113,11 @@ def test_epochs_that_fit_keep_their_schedule(tiny_patches, tmp_path, monkeypatch
     assert summary["stopped_by"] == "epochs"
 
 
-def test_resumed_run_keeps_the_plan_of_its_checkpoint(tiny_patches, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["weights", "moving-average"])
+def test_resumed_run_keeps_the_plan_of_its_checkpoint(tiny_patches, tmp_path, monkeypatch, ema):
     fake_measurement(monkeypatch)
-    train_model(tiny_patches, tmp_path / "reference", model_settings=MODEL, train_settings=TRAIN)
+    settings = {**TRAIN, "ema": ema}
+    train_model(tiny_patches, tmp_path / "reference", model_settings=MODEL, train_settings=settings)
 
     class Killed(Exception):
         pass
@@ -130,13 +132,14 @@ def test_resumed_run_keeps_the_plan_of_its_checkpoint(tiny_patches, tmp_path, mo
     checkpoint = tmp_path / "state" / "checkpoint.pt"
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN, checkpoint=checkpoint)
+        train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=settings, checkpoint=checkpoint)
     state = torch.load(checkpoint, weights_only=True)
     assert state["plan"]["total_steps"] == 11 and state["plan"]["budget_bound"] and state["step"] == 8
+    assert (state["ema"] is not None) == (ema > 0)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
     calls = fake_measurement(monkeypatch, times=(1e-3, 1e-3))  # would plan all 40 steps if asked
-    summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN,
+    summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=settings,
                           checkpoint=checkpoint)  # fmt: skip
     assert calls == [] and summary["steps_run"] == 11  # not measured again: the stored plan
     reference = torch.load(tmp_path / "reference" / "weights.pt", weights_only=True)

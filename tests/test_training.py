@@ -13,7 +13,7 @@ from unetseg.data.augment import augment
 from unetseg.data.patches import PatchDataset, patch_origins
 from unetseg.errors import InputError
 from unetseg.nn.losses import SegmentationLoss, soft_dice_loss
-from unetseg.nn.modelcard import read_card
+from unetseg.nn.modelcard import load_model, read_card
 from unetseg.training.run import train_model
 
 MODEL = {"depth": 2, "base_channels": 4}
@@ -178,6 +178,37 @@ def test_training_with_augmentation_and_foreground_sampling_is_reproducible(patc
     assert all(torch.equal(first[k], second[k]) for k in first)
     with pytest.raises(InputError, match="train.augment"):
         train_model(patches, tmp_path / "c", model_settings=MODEL, train_settings={**TRAIN, "augment": {"elastik": 1}})
+
+
+def test_moving_average_of_the_weights_is_what_training_keeps(patches, tmp_path, monkeypatch):
+    """train.ema: the kept weights are the average of every step's weights, by its recurrence."""
+    from unetseg.training.trainer import Trainer
+
+    snapshots = []
+    optimise = Trainer.optimise
+
+    def record(self, model, *args, **kwargs):
+        loss = optimise(self, model, *args, **kwargs)
+        if model is self.model:  # not the scratch copy that measures the step time
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(Trainer, "optimise", record)
+    train = {"epochs": 1, "batch_size": 4, "ema": 0.8}
+    train_model(patches, tmp_path / "m", model_settings={"depth": 2, "base_channels": 4}, train_settings=train)
+    kept = load_model(tmp_path / "m").state_dict()
+    assert len(snapshots) == 4  # 18 patches in batches of 4
+    expected = {k: v.clone() for k, v in snapshots[0].items()}  # the first step is copied
+    for step, weights in enumerate(snapshots[1:], start=2):
+        decay = min(0.8, (1 + step) / (10 + step))
+        for k, v in weights.items():
+            if v.is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * v
+            else:
+                expected[k] = v
+    for k in expected:
+        torch.testing.assert_close(kept[k], expected[k])
+    assert not torch.equal(kept["head.weight"], snapshots[-1]["head.weight"])  # not the last step's weights
 
 
 def test_time_budget_stops_training_and_says_so(patches, tmp_path):

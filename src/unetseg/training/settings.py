@@ -44,6 +44,7 @@ class TrainConfig:
     amp: bool = True
     checkpoint_minutes: float = 5.0
     foreground_share: float = 0.0
+    ema: float = 0.0
     augment: dict = field(default_factory=dict)
     init_from: str = ""
 

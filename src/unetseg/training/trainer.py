@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -41,7 +42,11 @@ def _crop_target(target: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class Trainer:
-    """Fits a U-Net on a patch store and keeps the weights with the best validation Dice."""
+    """Fits a U-Net on a patch store and keeps the weights with the best validation Dice.
+
+    With ``ema`` > 0, an exponential moving average of the weights (and batch-norm
+    statistics) follows every step; it is what validation scores and what is kept.
+    """
 
     def __init__(
         self,
@@ -82,6 +87,11 @@ class Trainer:
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.steps_per_epoch = len(self.train_loader)
+        self.ema = None
+        if config.ema > 0:
+            if not config.ema < 1:
+                raise ValueError(f"train.ema must be in [0, 1), not {config.ema}")
+            self.ema = AveragedModel(model, multi_avg_fn=self._ema_update, use_buffers=True)
         self.plan: SchedulePlan | None = None  # made by fit() from measured times, or read from a checkpoint
         self.scheduler = self._scheduler(self._epochs_plan())
         self.history: list[dict[str, float]] = []
@@ -93,6 +103,24 @@ class Trainer:
         self.checkpoint_path: Path | None = None
         self.fingerprint = ""
         self.last_checkpoint = time.monotonic()
+
+    @torch.no_grad()
+    def _ema_update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _count) -> None:
+        """One step of the weights' moving average (a ``multi_avg_fn`` of ``AveragedModel``).
+
+        The decay warms up as ``min(ema, (1 + step) / (10 + step))``, so the first steps'
+        random weights fade quickly; integer buffers (batch counts) are copied.
+        """
+        if torch.is_floating_point(averaged[0]):
+            decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+            torch._foreach_lerp_(averaged, current, 1 - decay)
+        else:
+            torch._foreach_copy_(averaged, current)
+
+    @property
+    def scored_model(self) -> UNet:
+        """The weights validation scores and training keeps: the moving average, or the model."""
+        return self.model if self.ema is None else self.ema.module
 
     def _epochs_plan(self, **measured: float) -> SchedulePlan:
         cfg = self.config
@@ -154,6 +182,8 @@ class Trainer:
             loss = self.optimise(self.model, self.optimizer, self.scaler, batch, seed=seed)
             self.scheduler.step()
             self.step += 1
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             losses.append(loss.detach())
             sizes.append(len(batch[0]))
             if not bar.disable:  # a terminal: show the loss
@@ -183,8 +213,9 @@ class Trainer:
     @torch.inference_mode()
     def validate(self, model: UNet | None = None) -> tuple[float, float]:
         """Validation loss (on the validation patches) and Dice at threshold 0.5: of whole
-        validation images through tiled inference with a validator, else of the patches."""
-        model = self.model if model is None else model
+        validation images through tiled inference with a validator, else of the patches;
+        of :attr:`scored_model` unless ``model`` is given."""
+        model = self.scored_model if model is None else model
         loss, dice = self._validate_patches(model)
         if self.validator is not None:
             dice = self.validator.score(model, device=str(self.device))
@@ -226,6 +257,7 @@ class Trainer:
             "plan": self.plan.to_dict() if self.plan else None,
             "elapsed": time.monotonic() - self.started,
             "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -244,6 +276,8 @@ class Trainer:
         self.step = state.get("step", self.epoch * self.steps_per_epoch)
         self.started = time.monotonic() - state["elapsed"]
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         # a checkpoint of before the plans followed epochs; a new scheduler sets the learning
         # rate of step 0, so it comes before the optimiser's state that holds the current one
         self.plan = SchedulePlan(**state["plan"]) if state.get("plan") else self._epochs_plan()
@@ -311,7 +345,8 @@ class Trainer:
             val_loss, val_dice = self.validate()
             if val_dice > self.best_dice:
                 self.best_dice, self.best_epoch = val_dice, epoch
-                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+                state = self.scored_model.state_dict()
+                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in state.items()})
             self.history.append({
                 "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
                 "lr": self.scheduler.get_last_lr()[0], "seconds": time.monotonic() - self.started,

@@ -10,7 +10,15 @@ import torch
 from unetseg.nn.modelcard import read_card
 from unetseg.training import trainer as trainer_module
 from unetseg.training.run import train_model
-from unetseg.training.schedule import PLAN_MARGIN, REPLAN_TOLERANCE, SchedulePlan, lr_factor, plan_steps, replan_steps
+from unetseg.training.schedule import (
+    PLAN_MARGIN,
+    REPLAN_TOLERANCE,
+    SchedulePlan,
+    lr_factor,
+    plan_steps,
+    replan_steps,
+    shorten_steps,
+)
 from unetseg.training.trainer import Trainer
 
 MODEL = {"depth": 2, "base_channels": 4}
@@ -168,6 +176,36 @@ def test_replan_follows_the_first_epoch_when_the_measurement_was_off():
     late = replan_steps(fits, step=4, epochs=2, epoch_seconds=60, left_seconds=10)
     assert late.total_steps == 4 and late.budget_bound  # no time for another step: stop after this epoch
     assert SchedulePlan(**late.to_dict()) == late  # stored in the checkpoint as a dict
+
+
+def test_a_later_slowdown_shortens_the_plan_and_never_lengthens_it():
+    plan = plan_steps(epochs=10, steps_per_epoch=100, warmup_epochs=1.0, budget_seconds=1000, step_seconds=1.0,
+                      validation_seconds=10.0)  # fmt: skip
+    assert plan.total_steps == 860 and plan.budget_bound
+    assert shorten_steps(plan, step=300, seconds_per_step=1.1, left_seconds=650) is None  # 560 steps fit in 650 s
+    slow = shorten_steps(plan, step=300, seconds_per_step=1.5, left_seconds=650)  # 560 steps would take 840 s
+    assert slow.total_steps == 300 + int(0.95 * 650 // 1.5) == 711 and slow.shortened == 1 and slow.budget_bound
+    assert (slow.warmup_steps, slow.replanned, slow.step_seconds) == (plan.warmup_steps, False, 1.0)
+    assert shorten_steps(slow, step=400, seconds_per_step=0.5, left_seconds=600) is None  # faster: kept
+    again = shorten_steps(slow, step=400, seconds_per_step=3.0, left_seconds=300)
+    assert again.total_steps == 495 and again.shortened == 2
+    assert shorten_steps(again, step=490, seconds_per_step=3.0, left_seconds=-5).total_steps == 490  # out of time
+    fits = plan_steps(epochs=2, steps_per_epoch=4, warmup_epochs=1.0)  # epochs, no budget measured
+    late = shorten_steps(fits, step=4, seconds_per_step=10.0, left_seconds=25)
+    assert late.total_steps == 6 and late.budget_bound  # epochs that fitted at the start but no longer do
+    assert shorten_steps(fits, step=4, seconds_per_step=0.0, left_seconds=25) is None  # nothing measured yet
+    assert SchedulePlan(**again.to_dict()) == again
+
+
+def test_a_run_that_slows_down_is_shortened_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):
+    fake_measurement(monkeypatch)  # planned 11 steps; the first epoch as measured
+    monkeypatch.setattr(Trainer, "seconds_per_step", lambda self, epochs=5: 10.0)  # then 10 s a step
+    summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN)
+    # after epoch 2 (step 8), about 17 s are left: 3 more steps would take 30 s, 1 fits
+    assert summary["planned_steps"] == summary["steps_run"] == 9 and summary["shortened_for_time"] == 1
+    rows = history(tmp_path / "m")
+    assert [int(row["step"]) for row in rows] == [4, 8, 9] and float(rows[-1]["lr"]) == 0.0
+    assert not summary["replanned_after_first_epoch"]
 
 
 def test_a_run_faster_than_its_measurement_is_replanned_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):

@@ -13,6 +13,14 @@ and the run stopped after 12 of its 20 minutes. So the first epoch's wall time c
 plan once (:func:`replan_steps`): off by more than :data:`REPLAN_TOLERANCE`, the remaining
 steps are planned again from it, the decay stretched or shortened from there on. That plan
 too is stored in the checkpoint.
+
+The machine can also slow down later (other jobs on a shared node): a run whose step,
+measured at 0.67 s, averaged 0.98 s over its 20 minutes stopped at 1170 of 1478 planned
+steps, its learning rate still at a tenth of the peak. So after every later epoch the
+remaining steps are checked against what is left of the budget at the speed of the last
+epochs (:func:`shorten_steps`); when they no longer fit, fewer are planned, so the decay
+still reaches zero inside ``max_minutes``. A plan is only ever shortened there, never
+lengthened, so timing noise cannot make it overrun.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ __all__ = [
     "measure_times",
     "plan_steps",
     "replan_steps",
+    "shorten_steps",
     "PLAN_MARGIN",
     "REPLAN_TOLERANCE",
 ]
@@ -78,6 +87,9 @@ class SchedulePlan:
         True once the first epoch's time has planned the remaining steps again.
     epoch_seconds : float
         That first epoch's wall time (0 before).
+    shortened : int
+        Times a later epoch found the remaining steps too many for the budget left and
+        planned fewer (:func:`shorten_steps`).
     """
 
     total_steps: int
@@ -88,6 +100,7 @@ class SchedulePlan:
     validation_seconds: float = 0.0
     replanned: bool = False
     epoch_seconds: float = 0.0
+    shortened: int = 0
 
     @property
     def epochs(self) -> int:
@@ -173,6 +186,26 @@ def replan_steps(
         return None
     return SchedulePlan(**{**plan.to_dict(), "total_steps": total, "budget_bound": total < full, "replanned": True,
                            "epoch_seconds": float(epoch_seconds)})  # fmt: skip
+
+
+def shorten_steps(
+    plan: SchedulePlan, *, step: int, seconds_per_step: float, left_seconds: float
+) -> SchedulePlan | None:
+    """Fewer steps when the remaining ones no longer fit in the budget, or None to keep ``plan``.
+
+    ``seconds_per_step`` is the wall time per step of the recent epochs, their validations
+    included. When ``total_steps - step`` of them take longer than ``left_seconds``, the plan
+    keeps what fits in ``PLAN_MARGIN`` of it (at least the ``step`` already taken); the
+    warm-up is kept (cut to the total if that is shorter).
+    """
+    remaining = plan.total_steps - step
+    if remaining <= 0 or seconds_per_step <= 0 or remaining * seconds_per_step <= left_seconds:
+        return None
+    total = max(step, step + int(PLAN_MARGIN * max(0.0, left_seconds) // seconds_per_step))
+    if total >= plan.total_steps:
+        return None
+    return SchedulePlan(**{**plan.to_dict(), "total_steps": total, "warmup_steps": min(plan.warmup_steps, max(1, total)),
+                           "budget_bound": True, "shortened": plan.shortened + 1})  # fmt: skip
 
 
 def measure_times(

@@ -29,7 +29,14 @@ from unetseg.io.files import atomic_path
 from unetseg.nn.device import amp_dtype, pick_device
 from unetseg.nn.losses import SegmentationLoss
 from unetseg.nn.model import UNet
-from unetseg.training.schedule import SchedulePlan, lr_factor, measure_times, plan_steps, replan_steps
+from unetseg.training.schedule import (
+    SchedulePlan,
+    lr_factor,
+    measure_times,
+    plan_steps,
+    replan_steps,
+    shorten_steps,
+)
 from unetseg.training.settings import ModelConfig, TrainConfig, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, mean_class_dice
 
@@ -149,6 +156,28 @@ class Trainer:
         print(
             f"the first epoch took {seconds:.3g} s, not the {estimate:.3g} s measured at the start: planned "
             f"{plan.total_steps} steps instead of {self.plan.total_steps}, the schedule runs over them",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        self.plan, self.scheduler = plan, self._scheduler(plan, self.step)
+
+    def seconds_per_step(self, epochs: int = 5) -> float:
+        """Wall time per step over the last ``epochs`` epochs (validations included), from the
+        history; 0 before two epochs."""
+        if len(self.history) < 2:
+            return 0.0
+        first, last = self.history[-min(epochs, len(self.history) - 1) - 1], self.history[-1]
+        steps = last["step"] - first["step"]
+        return (last["seconds"] - first["seconds"]) / steps if steps > 0 else 0.0
+
+    def _shorten(self) -> None:
+        """After a later epoch: fewer steps if the remaining ones no longer fit the budget."""
+        left = 60 * self.config.max_minutes - (time.monotonic() - self.started)
+        plan = shorten_steps(self.plan, step=self.step, seconds_per_step=self.seconds_per_step(), left_seconds=left)
+        if plan is None:
+            return
+        print(
+            f"training runs at {self.seconds_per_step():.3g} s per step, slower than planned: {plan.total_steps} "
+            f"steps instead of {self.plan.total_steps} fit in train.max_minutes, the schedule ends at them",
             file=sys.stderr, flush=True,
         )  # fmt: skip
         self.plan, self.scheduler = plan, self._scheduler(plan, self.step)
@@ -360,6 +389,8 @@ class Trainer:
             self.epoch = epoch
             if epoch == 1:
                 self._replan(started)
+            else:
+                self._shorten()
             self.save_checkpoint()
         if self.plan.budget_bound and self.step >= self.plan.total_steps:
             self.stopped_by = "max_minutes"  # on the steps planned to fit it, annealed

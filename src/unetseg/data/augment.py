@@ -20,8 +20,8 @@ __all__ = ["AugmentConfig", "affine_grid", "augment_batch", "elastic_grid"]
 class AugmentConfig:
     """The config's ``train.augment`` section."""
 
-    rotate: float = 0.0
-    scale: float = 0.0
+    rotate: float = 45.0
+    scale: float = 0.2
     elastic: bool = True
     elastic_sigma: float = 10.0
     elastic_grid: int = 3

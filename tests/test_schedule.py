@@ -17,7 +17,7 @@ from unetseg.training.schedule import (
     lr_factor,
     plan_steps,
     replan_steps,
-    shorten_steps,
+    refit_steps,
 )
 from unetseg.training.trainer import Trainer
 
@@ -81,10 +81,12 @@ def test_measurement_leaves_the_model_and_random_states_alone(tiny_patches):
     assert torch.equal(rng, torch.get_rng_state()) and not trainer.optimizer.state
 
 
-def fake_measurement(monkeypatch, times=FAKE_TIMES, epoch=None):
+def fake_measurement(monkeypatch, times=FAKE_TIMES, epoch=None, rate=0.0):
     """A machine as slow as ``times`` says: the measurement, and the first epoch's time that
-    checks it (``epoch``, default 4 steps and a validation at those times)."""
+    checks it (``epoch``, default 4 steps and a validation at those times); later epochs
+    run at ``rate`` seconds per step (0: unknown, so the plan is not fitted again)."""
     calls = []
+    monkeypatch.setattr(Trainer, "seconds_per_step", lambda self, epochs=5: rate)
 
     def measure(trainer):
         calls.append(trainer)
@@ -178,34 +180,49 @@ def test_replan_follows_the_first_epoch_when_the_measurement_was_off():
     assert SchedulePlan(**late.to_dict()) == late  # stored in the checkpoint as a dict
 
 
-def test_a_later_slowdown_shortens_the_plan_and_never_lengthens_it():
+def test_later_epochs_fit_the_remaining_steps_to_the_budget_left():
     plan = plan_steps(epochs=10, steps_per_epoch=100, warmup_epochs=1.0, budget_seconds=1000, step_seconds=1.0,
                       validation_seconds=10.0)  # fmt: skip
     assert plan.total_steps == 860 and plan.budget_bound
-    assert shorten_steps(plan, step=300, seconds_per_step=1.1, left_seconds=650) is None  # 560 steps fit in 650 s
-    slow = shorten_steps(plan, step=300, seconds_per_step=1.5, left_seconds=650)  # 560 steps would take 840 s
-    assert slow.total_steps == 300 + int(0.95 * 650 // 1.5) == 711 and slow.shortened == 1 and slow.budget_bound
+    kw = dict(epochs=10)
+    assert refit_steps(plan, step=300, seconds_per_step=1.1, left_seconds=650, **kw) is None  # 560 steps: 616 of 650 s
+    slow = refit_steps(plan, step=300, seconds_per_step=1.5, left_seconds=650, **kw)  # 560 steps would take 840 s
+    assert slow.total_steps == 300 + int(0.95 * 650 // 1.5) == 711 and slow.refitted == 1 and slow.budget_bound
     assert (slow.warmup_steps, slow.replanned, slow.step_seconds) == (plan.warmup_steps, False, 1.0)
-    assert shorten_steps(slow, step=400, seconds_per_step=0.5, left_seconds=600) is None  # faster: kept
-    again = shorten_steps(slow, step=400, seconds_per_step=3.0, left_seconds=300)
-    assert again.total_steps == 495 and again.shortened == 2
-    assert shorten_steps(again, step=490, seconds_per_step=3.0, left_seconds=-5).total_steps == 490  # out of time
+    # back at full speed: 311 steps would use 311 of 600 s, so more are planned
+    fast = refit_steps(slow, step=400, seconds_per_step=1.0, left_seconds=600, **kw)
+    assert fast.total_steps == 400 + int(0.95 * 600 // 1.0) == 970 and fast.refitted == 2
+    assert refit_steps(slow, step=400, seconds_per_step=0.9, left_seconds=320, **kw) is None  # 280 of 320 s: kept
+    assert refit_steps(slow, step=600, seconds_per_step=0.1, left_seconds=600, **kw) is None  # late: not lengthened
+    again = refit_steps(slow, step=600, seconds_per_step=3.0, left_seconds=300, **kw)  # late: still shortened
+    assert again.total_steps == 695 and again.refitted == 2
+    assert refit_steps(again, step=690, seconds_per_step=3.0, left_seconds=-5, **kw).total_steps == 690  # out of time
+    most = refit_steps(plan, step=300, seconds_per_step=0.01, left_seconds=650, **kw)
+    assert most.total_steps == 1000 and not most.budget_bound  # at most the epochs
     fits = plan_steps(epochs=2, steps_per_epoch=4, warmup_epochs=1.0)  # epochs, no budget measured
-    late = shorten_steps(fits, step=4, seconds_per_step=10.0, left_seconds=25)
+    late = refit_steps(fits, step=4, epochs=2, seconds_per_step=10.0, left_seconds=25)
     assert late.total_steps == 6 and late.budget_bound  # epochs that fitted at the start but no longer do
-    assert shorten_steps(fits, step=4, seconds_per_step=0.0, left_seconds=25) is None  # nothing measured yet
+    assert refit_steps(fits, step=4, epochs=2, seconds_per_step=0.0, left_seconds=25) is None  # nothing measured
     assert SchedulePlan(**again.to_dict()) == again
 
 
 def test_a_run_that_slows_down_is_shortened_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):
-    fake_measurement(monkeypatch)  # planned 11 steps; the first epoch as measured
-    monkeypatch.setattr(Trainer, "seconds_per_step", lambda self, epochs=5: 10.0)  # then 10 s a step
+    fake_measurement(monkeypatch, rate=10.0)  # planned 11 steps; the first epoch as measured, then 10 s a step
     summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN)
     # after epoch 2 (step 8), about 17 s are left: 3 more steps would take 30 s, 1 fits
-    assert summary["planned_steps"] == summary["steps_run"] == 9 and summary["shortened_for_time"] == 1
+    assert summary["planned_steps"] == summary["steps_run"] == 9 and summary["refitted_to_time"] == 1
     rows = history(tmp_path / "m")
     assert [int(row["step"]) for row in rows] == [4, 8, 9] and float(rows[-1]["lr"]) == 0.0
     assert not summary["replanned_after_first_epoch"]
+
+
+def test_a_run_that_speeds_up_is_lengthened_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):
+    fake_measurement(monkeypatch, rate=0.01)  # planned 11 steps; after the first epoch, 0.01 s a step
+    summary = train_model(tiny_patches, tmp_path / "m", model_settings=MODEL, train_settings=TRAIN)
+    assert summary["planned_steps"] == summary["steps_run"] == 40 and summary["refitted_to_time"] == 1
+    assert not summary["budget_bound"] and summary["stopped_by"] == "epochs"  # every epoch fits now
+    rows = history(tmp_path / "m")
+    assert len(rows) == 10 and float(rows[-1]["lr"]) == 0.0
 
 
 def test_a_run_faster_than_its_measurement_is_replanned_and_ends_annealed(tiny_patches, tmp_path, monkeypatch):

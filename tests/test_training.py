@@ -72,7 +72,7 @@ def test_train_save_reload_and_reproduce(patches, tmp_path):
 
 
 def test_training_learns_on_the_demo_patches(patches, tmp_path):
-    settings = {**TRAIN, "epochs": 12, "learning_rate": 3e-3}
+    settings = {**TRAIN, "epochs": 16, "learning_rate": 3e-3}
     summary = train_model(
         patches, tmp_path / "m", model_settings={"depth": 2, "base_channels": 8}, train_settings=settings
     )

@@ -158,7 +158,7 @@ def train_model(
         "planned_epochs": round(trainer.plan.total_steps / trainer.plan.steps_per_epoch, 3),
         "budget_bound": trainer.plan.budget_bound,
         "replanned_after_first_epoch": trainer.plan.replanned,
-        "shortened_for_time": trainer.plan.shortened,
+        "refitted_to_time": trainer.plan.refitted,
         "measured_step_seconds": trainer.plan.step_seconds,
         "measured_validation_seconds": trainer.plan.validation_seconds,
         "validation": "whole images, tiled inference" if validator else "patches",

@@ -14,13 +14,15 @@ plan once (:func:`replan_steps`): off by more than :data:`REPLAN_TOLERANCE`, the
 steps are planned again from it, the decay stretched or shortened from there on. That plan
 too is stored in the checkpoint.
 
-The machine can also slow down later (other jobs on a shared node): a run whose step,
-measured at 0.67 s, averaged 0.98 s over its 20 minutes stopped at 1170 of 1478 planned
-steps, its learning rate still at a tenth of the peak. So after every later epoch the
-remaining steps are checked against what is left of the budget at the speed of the last
-epochs (:func:`shorten_steps`); when they no longer fit, fewer are planned, so the decay
-still reaches zero inside ``max_minutes``. A plan is only ever shortened there, never
-lengthened, so timing noise cannot make it overrun.
+The machine's speed can also change later (other jobs on a shared node): a run whose step
+was measured at 0.67 s averaged 0.98 s a step over its 20 minutes and stopped at 1170 of
+1478 planned steps, its learning rate still at a tenth of the peak; another slowed by half
+for five epochs and then ran at its old speed. So after every later epoch the remaining
+steps are fitted again to what is left of the budget at the speed of the last epochs
+(:func:`refit_steps`): fewer when they no longer fit, so the decay still reaches zero
+inside ``max_minutes``; more when over :data:`REPLAN_TOLERANCE` of the time left would go
+unused, but only in the first three quarters of the plan, where stretching the decay
+barely raises the learning rate.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ __all__ = [
     "measure_times",
     "plan_steps",
     "replan_steps",
-    "shorten_steps",
+    "refit_steps",
     "PLAN_MARGIN",
     "REPLAN_TOLERANCE",
 ]
@@ -87,9 +89,9 @@ class SchedulePlan:
         True once the first epoch's time has planned the remaining steps again.
     epoch_seconds : float
         That first epoch's wall time (0 before).
-    shortened : int
-        Times a later epoch found the remaining steps too many for the budget left and
-        planned fewer (:func:`shorten_steps`).
+    refitted : int
+        Times a later epoch fitted the remaining steps to the budget left again
+        (:func:`refit_steps`).
     """
 
     total_steps: int
@@ -100,7 +102,7 @@ class SchedulePlan:
     validation_seconds: float = 0.0
     replanned: bool = False
     epoch_seconds: float = 0.0
-    shortened: int = 0
+    refitted: int = 0
 
     @property
     def epochs(self) -> int:
@@ -188,24 +190,34 @@ def replan_steps(
                            "epoch_seconds": float(epoch_seconds)})  # fmt: skip
 
 
-def shorten_steps(
-    plan: SchedulePlan, *, step: int, seconds_per_step: float, left_seconds: float
+LENGTHEN_BEFORE = 0.75  # share of the planned steps after which a plan is no longer lengthened
+
+
+def refit_steps(
+    plan: SchedulePlan, *, step: int, epochs: int, seconds_per_step: float, left_seconds: float
 ) -> SchedulePlan | None:
-    """Fewer steps when the remaining ones no longer fit in the budget, or None to keep ``plan``.
+    """The remaining steps fitted to the budget left, or None to keep ``plan``.
 
     ``seconds_per_step`` is the wall time per step of the recent epochs, their validations
-    included. When ``total_steps - step`` of them take longer than ``left_seconds``, the plan
-    keeps what fits in ``PLAN_MARGIN`` of it (at least the ``step`` already taken); the
-    warm-up is kept (cut to the total if that is shorter).
+    included. When ``total_steps - step`` of them take longer than ``left_seconds``, or
+    (before :data:`LENGTHEN_BEFORE` of the plan) less than ``1 - REPLAN_TOLERANCE`` of it,
+    the plan keeps what fits in ``PLAN_MARGIN`` of it: at least the ``step`` already taken,
+    at most ``epochs`` in all. The warm-up is kept (cut to the total if that is shorter).
     """
     remaining = plan.total_steps - step
-    if remaining <= 0 or seconds_per_step <= 0 or remaining * seconds_per_step <= left_seconds:
+    if remaining <= 0 or seconds_per_step <= 0:
         return None
-    total = max(step, step + int(PLAN_MARGIN * max(0.0, left_seconds) // seconds_per_step))
-    if total >= plan.total_steps:
+    needed = remaining * seconds_per_step
+    too_long = needed > left_seconds
+    too_short = needed < (1 - REPLAN_TOLERANCE) * left_seconds and step < LENGTHEN_BEFORE * plan.total_steps
+    if not (too_long or too_short):
+        return None
+    full = epochs * plan.steps_per_epoch
+    total = max(step, min(full, step + int(PLAN_MARGIN * max(0.0, left_seconds) // seconds_per_step)))
+    if total == plan.total_steps or (too_short and total < plan.total_steps):
         return None
     return SchedulePlan(**{**plan.to_dict(), "total_steps": total, "warmup_steps": min(plan.warmup_steps, max(1, total)),
-                           "budget_bound": True, "shortened": plan.shortened + 1})  # fmt: skip
+                           "budget_bound": total < full, "refitted": plan.refitted + 1})  # fmt: skip
 
 
 def measure_times(

@@ -35,7 +35,7 @@ from unetseg.training.schedule import (
     measure_times,
     plan_steps,
     replan_steps,
-    shorten_steps,
+    refit_steps,
 )
 from unetseg.training.settings import ModelConfig, TrainConfig, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, mean_class_dice
@@ -169,15 +169,17 @@ class Trainer:
         steps = last["step"] - first["step"]
         return (last["seconds"] - first["seconds"]) / steps if steps > 0 else 0.0
 
-    def _shorten(self) -> None:
-        """After a later epoch: fewer steps if the remaining ones no longer fit the budget."""
+    def _refit(self) -> None:
+        """After a later epoch: the remaining steps fitted again to the budget left, if off."""
         left = 60 * self.config.max_minutes - (time.monotonic() - self.started)
-        plan = shorten_steps(self.plan, step=self.step, seconds_per_step=self.seconds_per_step(), left_seconds=left)
+        rate = self.seconds_per_step()
+        plan = refit_steps(self.plan, step=self.step, epochs=self.config.epochs, seconds_per_step=rate,
+                           left_seconds=left)  # fmt: skip
         if plan is None:
             return
         print(
-            f"training runs at {self.seconds_per_step():.3g} s per step, slower than planned: {plan.total_steps} "
-            f"steps instead of {self.plan.total_steps} fit in train.max_minutes, the schedule ends at them",
+            f"training runs at {rate:.3g} s per step with {left:.0f} s of train.max_minutes left: planned "
+            f"{plan.total_steps} steps instead of {self.plan.total_steps}, the schedule ends at them",
             file=sys.stderr, flush=True,
         )  # fmt: skip
         self.plan, self.scheduler = plan, self._scheduler(plan, self.step)
@@ -390,7 +392,7 @@ class Trainer:
             if epoch == 1:
                 self._replan(started)
             else:
-                self._shorten()
+                self._refit()
             self.save_checkpoint()
         if self.plan.budget_bound and self.step >= self.plan.total_steps:
             self.stopped_by = "max_minutes"  # on the steps planned to fit it, annealed

@@ -16,8 +16,8 @@ from unetseg.training.schedule import (
     SchedulePlan,
     lr_factor,
     plan_steps,
-    replan_steps,
     refit_steps,
+    replan_steps,
 )
 from unetseg.training.trainer import Trainer
 

@@ -34,8 +34,8 @@ from unetseg.training.schedule import (
     lr_factor,
     measure_times,
     plan_steps,
-    replan_steps,
     refit_steps,
+    replan_steps,
 )
 from unetseg.training.settings import ModelConfig, TrainConfig, seed_everything, settings_from_dict
 from unetseg.training.validation import WholeImageValidator, mean_class_dice

@@ -13,8 +13,8 @@ from unetseg.data.demo import write_demo_dataset
 from unetseg.data.preprocess import preprocess_sample
 from unetseg.errors import InputError
 from unetseg.nn.model import UNet
-from unetseg.plan.fingerprint import data_fingerprint
-from unetseg.plan.rules import AUTO, PLANNED, patch_count, plan_settings, receptive_field, resolve
+from unetseg.plan.fingerprint import compute_fingerprint, data_fingerprint
+from unetseg.plan.rules import AUTO, OVERHEAD, PLANNED, patch_count, plan_settings, receptive_field, resolve, step_limit
 from unetseg.plan.run import make_data_plan, make_plan, read_plan
 
 AUTO_CONFIG = {
@@ -22,7 +22,6 @@ AUTO_CONFIG = {
     "model": {"depth": AUTO, "base_channels": AUTO, "padding": "same"},
     "train": {"batch_size": AUTO, "epochs": AUTO, "foreground_share": AUTO, "max_minutes": 60},
 }
-REFERENCE = {"depth": 4, "base_channels": 16, "patch": 128}
 
 
 def fingerprint(**changes):
@@ -33,8 +32,10 @@ def fingerprint(**changes):
     return {**data, **changes}
 
 
-def compute(seconds_per_patch=0.01, device="cuda"):
-    return {"device": device, "seconds_per_patch": seconds_per_patch, "reference": REFERENCE}
+def compute(seconds_per_patch=0.01, device="cuda", widths=(16, 32, 64)):
+    """Measured seconds per patch: ``seconds_per_patch`` at 16 channels, scaled as the square
+    of the width (a narrow network is cheapest per channel here, unlike on most CPUs)."""
+    return {"device": device, "seconds_per_patch": {str(w): seconds_per_patch * (w / 16) ** 2 for w in widths}}
 
 
 def config(**sections):
@@ -76,11 +77,33 @@ def test_width_and_epochs_follow_the_measured_speed_and_the_budget():
     fast, _, fast_estimates = plan_settings(fingerprint(), compute(0.001), config())
     slow, reasons, estimates = plan_settings(fingerprint(), compute(0.5, "cpu"), config(train={"max_minutes": 20}))
     assert fast["model"]["base_channels"] == 64 and slow["model"]["base_channels"] == 16
-    assert "cpu" in reasons["model.base_channels"]
+    assert "cpu" in reasons["model.base_channels"] and "16 channels 4.00 s" in reasons["model.base_channels"]
     # The budget ends training; the reason gives the epochs estimated to fit.
     fit = int(20 * 60 // estimates["seconds_per_epoch"])
     assert slow["train"]["epochs"] == 300 and f"about {fit} epochs" in reasons["train.epochs"]
     assert fast_estimates["patches_per_epoch"] == patch_count([[1024, 1024]] * 20, 128)
+
+
+def test_width_follows_each_measured_step_not_the_arithmetic():
+    # 32 channels at 1.5x the step of 16 (as wide networks use a CPU better): 32 fits
+    # 400 steps of 8 patches in 20 minutes ((1200 / 400) / 1.3 = 2.31 s a step), 64 does not.
+    measured = {"device": "cpu", "seconds_per_patch": {"16": 0.15, "32": 0.225, "64": 0.9}}
+    settings, _, estimates = plan_settings(fingerprint(), measured, config(train={"max_minutes": 20}))
+    assert settings["model"]["base_channels"] == 32
+    assert estimates["seconds_per_step"] == pytest.approx(0.225 * 8 * OVERHEAD)
+    # A width measuring stopped before (too slow) is never chosen; nothing fits: the narrowest.
+    stopped = {"device": "cpu", "seconds_per_patch": {"16": 1.0}}
+    settings, _, _ = plan_settings(fingerprint(), stopped, config(train={"max_minutes": 20}))
+    assert settings["model"]["base_channels"] == 16
+    assert step_limit(config(train={"max_minutes": 20})) == pytest.approx(1200 / 400 / OVERHEAD)
+
+
+def test_compute_fingerprint_measures_each_width_until_one_is_too_slow():
+    every = compute_fingerprint(device="cpu", depth=2, patch=32, batch=2, widths=(8, 4), steps=1)
+    assert list(every["seconds_per_patch"]) == ["4", "8"] and all(s > 0 for s in every["seconds_per_patch"].values())
+    assert every["measured_at"] == {"depth": 2, "patch": 32, "batch": 2} and every["device"] == "cpu"
+    stopped = compute_fingerprint(device="cpu", depth=2, patch=32, batch=2, widths=(4, 8), steps=1, limit_seconds=0)
+    assert list(stopped["seconds_per_patch"]) == ["4"]  # 4 channels exceeded the limit: 8 is not measured
 
 
 def test_weight_map_batch_and_foreground_sampling_rules():
@@ -96,7 +119,9 @@ def test_weight_map_batch_and_foreground_sampling_rules():
 
 def test_explicit_values_win_and_constrain_the_rest():
     settings, reasons, _ = plan_settings(
-        fingerprint(object_diameter_p90=100), compute(), config(tile={"patch_size": 64}, model={"base_channels": 8})
+        fingerprint(object_diameter_p90=100),
+        compute(widths=(8,)),
+        config(tile={"patch_size": 64}, model={"base_channels": 8}),
     )
     assert settings["tile"]["patch_size"] == 64 and settings["model"]["base_channels"] == 8
     assert reasons["tile.patch_size"] == reasons["model.base_channels"] == "set in the config"
@@ -146,7 +171,8 @@ def test_the_two_stages_write_reusable_plans(demo_samples, tmp_path):
     assert set(first["settings"]) == {"tile", "model"} and "base_channels" not in first["settings"]["model"]
     plan = make_plan(first, settings, tmp_path / "plan.json")
     assert plan["settings"]["model"] == {"depth": first["settings"]["model"]["depth"], "base_channels": 4}
-    assert plan["compute"]["seconds_per_patch"] > 0 and set(plan["reasons"]) == {".".join(p) for p in PLANNED}
+    assert list(plan["compute"]["seconds_per_patch"]) == ["4"]  # the configured width only
+    assert plan["compute"]["measured_at"]["patch"] == 96 and set(plan["reasons"]) == {".".join(p) for p in PLANNED}
     with pytest.raises(InputError, match="too short for one epoch"):
         make_plan(first, config(train={"max_minutes": 1e-6}), tmp_path / "short.json")
     assert not (tmp_path / "short.json").exists()

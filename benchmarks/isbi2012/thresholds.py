@@ -8,7 +8,9 @@ scores each threshold against the labels (0 = membrane = foreground).
 
 Usage, from the repository root, with the project's environment active::
 
-    python benchmarks/isbi2012/thresholds.py results/isbi2012_plan/model [--thresholds 0.3 0.4 0.5 0.6]
+    python benchmarks/isbi2012/thresholds.py results/isbi2012_plan/model [--thresholds 0.3 0.4 0.5 0.6] [--tta]
+
+``--tta`` scores the average over the image and its flips (``unetseg predict --tta``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a trained model directory (weights.pt + card.json)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7])
+    parser.add_argument("--tta", action="store_true", help="average over the image and its flips")
     args = parser.parse_args()
     card = json.loads((Path(args.model) / "card.json").read_text())
     missing = [f"{kind}/slice_{i}.tif" for i in TEST for kind in ("images", "labels")
@@ -49,13 +52,14 @@ def main() -> int:
             subprocess.run(
                 ["unetseg", "predict", "--model", args.model, "--input", str(DATA / "images" / f"slice_{i}.tif"),
                  "--output", f"{out}_mask.tif", "--probabilities", f"{out}.ome.zarr",
-                 "--probabilities-dtype", "float32"],
+                 "--probabilities-dtype", "float32", *(["--tta"] if args.tta else [])],
                 check=True, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             probabilities.append(np.asarray(zarr.open_array(f"{out}.ome.zarr/s0", mode="r")[:]).squeeze())
             truths.append(tifffile.imread(DATA / "labels" / f"slice_{i}.tif") == 0)
     tuned = card.get("threshold")
-    print(f"model {args.model}: threshold tuned on the validation slices {tuned}\n")
+    flips = ", averaged over flips" if args.tta else ""
+    print(f"model {args.model}{flips}: threshold tuned on the validation slices {tuned}\n")
     print("| threshold | membrane Dice (mean of slices 25-29) | pixel error |")
     print("| --- | --- | --- |")
     for threshold in sorted({*args.thresholds, *([tuned] if tuned is not None else [])}):

@@ -4,8 +4,7 @@
 sizes, channels, pixel size, the foreground fraction and the objects (their equivalent
 diameters and how often they touch another object). :func:`compute_fingerprint` names the
 device and its memory and measures the seconds of one training step (forward, backward and
-optimizer step) per patch of a reference network; wider networks are extrapolated from it
-by their arithmetic (:func:`unetseg.plan.rules.relative_cost`).
+optimizer step) of each candidate width at the planned depth, patch and batch.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ from unetseg.data.sample import open_sample
 from unetseg.data.targets import touching_pixels
 from unetseg.objects.labels import label_objects
 
-__all__ = ["data_fingerprint", "compute_fingerprint", "REFERENCE_CHANNELS"]
+__all__ = ["data_fingerprint", "compute_fingerprint"]
 
-REFERENCE_CHANNELS = 16  # base channels of the network whose step time is measured
 MAX_PLANES = 64  # planes read per sample for the object statistics (stacks are sampled)
 SPAN = 0.9  # a largest object spanning this share of both sides is a network (membranes)
 
@@ -108,23 +106,29 @@ def compute_fingerprint(
     channels: int = 1,
     depth: int = 4,
     patch: int = 128,
-    steps: int = 5,
     batch: int = 4,
+    widths: Sequence[int] = (16, 32, 64),
+    limit_seconds: float = float("inf"),
+    steps: int = 3,
     amp: bool = True,
 ) -> dict[str, Any]:
-    """The device, its memory, and the measured seconds per patch of one training step of
-    a reference U-Net (``REFERENCE_CHANNELS`` base channels; the median of ``steps`` steps
-    of ``batch`` patches after two warm-up steps), with the threads this process has, in the
-    precision training will use (``amp``: mixed precision where the device has it, as the
-    trainer; :func:`unetseg.nn.device.amp_dtype`). On a shared machine the measurement
-    follows its load; ``plan.json`` records it.
+    """The device, its memory, and the measured seconds of one training step per patch of
+    U-Nets of each of ``widths`` base channels (narrowest first; the median of ``steps``
+    steps of ``batch`` patches after a warm-up step), with the threads this process has, in
+    the precision and memory layout training will use (``amp``: mixed precision where the
+    device has it, as the trainer; :func:`unetseg.nn.device.amp_dtype`).
+
+    Measuring stops after the first width whose step takes longer than ``limit_seconds``
+    (wider ones are slower still); a warm-up step over three times the limit is that
+    width's measurement. On a shared machine the measurement follows its load;
+    ``plan.json`` records it.
 
     Returns
     -------
     dict
         ``device``, ``threads``, ``memory_gb`` (device memory: system RAM on the CPU),
-        ``reference`` (``depth``, ``base_channels``, ``patch``), ``precision`` and
-        ``seconds_per_patch``.
+        ``measured_at`` (``depth``, ``patch``, ``batch``), ``precision`` and
+        ``seconds_per_patch`` (``{width: seconds}`` for the widths measured).
     """
     import torch
 
@@ -136,28 +140,38 @@ def compute_fingerprint(
         memory = torch.cuda.get_device_properties(target).total_memory / 2**30
     else:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    torch.manual_seed(0)
-    model = UNet(in_channels=channels, out_channels=1, depth=depth, base_channels=REFERENCE_CHANNELS)
-    model = model.to(target).train()
-    patches = torch.rand(batch, channels, patch, patch, device=target)
-    if target.type in ("cuda", "cpu"):  # as the trainer runs it
-        model = model.to(memory_format=torch.channels_last)
-        patches = patches.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dtype = (amp_dtype(target) if amp else None) or torch.float32
-    elapsed = []
-    for _ in range(steps + 2):
-        started = time.perf_counter()
-        optimizer.zero_grad()
-        with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(patches)
-        logits.float().square().mean().backward()
-        optimizer.step()
-        if target.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed.append(time.perf_counter() - started)
+    torch.manual_seed(0)
+    patches = torch.rand(batch, channels, patch, patch, device=target)
+    layout = target.type in ("cuda", "cpu")  # as the trainer runs it
+    if layout:
+        patches = patches.contiguous(memory_format=torch.channels_last)
+    measured: dict[str, float] = {}
+    for width in sorted(widths):
+        model = UNet(in_channels=channels, out_channels=1, depth=depth, base_channels=width).to(target).train()
+        if layout:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        elapsed = []
+        for _ in range(steps + 1):
+            started = time.perf_counter()
+            optimizer.zero_grad()
+            with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = model(patches)
+            logits.float().square().mean().backward()
+            optimizer.step()
+            if target.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed.append(time.perf_counter() - started)
+            if len(elapsed) == 1 and elapsed[0] > 3 * limit_seconds:
+                break
+        seconds = float(np.median(elapsed[1:])) if len(elapsed) > 1 else elapsed[0]
+        measured[str(width)] = seconds / batch
+        del model, optimizer
+        if seconds > limit_seconds:
+            break
     return {
         "device": target.type, "threads": torch.get_num_threads(), "memory_gb": round(memory, 2),
-        "reference": {"depth": depth, "base_channels": REFERENCE_CHANNELS, "patch": patch},
-        "precision": str(dtype).removeprefix("torch."), "seconds_per_patch": float(np.median(elapsed[2:])) / batch,
+        "measured_at": {"depth": depth, "patch": patch, "batch": batch},
+        "precision": str(dtype).removeprefix("torch."), "seconds_per_patch": measured,
     }  # fmt: skip

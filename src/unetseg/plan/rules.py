@@ -17,9 +17,13 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   side (rounded down to the network's grid). Larger patches cost steps: on ISBI 2012 in a
   20-minute CPU budget, 512-pixel patches (four diameters) made 138 steps and membrane Dice
   0.795, 256-pixel ones (the hand-tuned config) 400 steps and 0.806.
-* **base channels**: the widest of 64, 32, 16 whose estimated training time allows
-  :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``; the time per patch is the
-  measured step of the reference network scaled by :func:`relative_cost`.
+* **base channels**: the widest of 64, 32, 16 whose measured training step (times
+  :data:`OVERHEAD`) allows :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``.
+  Each width is measured at the planned depth, patch and batch, narrowest first, until one
+  is too slow (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
+  arithmetic of one measured width misses by 2x or more on a CPU, where a narrow network
+  uses its vector units worst (on the ISBI machine, bfloat16 with AMX: 32 channels took
+  2.6x the step of 16, 64 took 9x, against the 4x and 16x of their arithmetic).
 * **batch size**: 8, halved until one epoch has at least 4 batches.
 * **epochs**: :data:`MAX_EPOCHS`, so that ``train.max_minutes`` ends training; the trainer
   then fits warm-up and cosine decay to the steps that fit in the budget, measured when
@@ -38,8 +42,8 @@ import math
 from typing import Any
 
 __all__ = [
-    "AUTO", "PLANNED", "plan_data", "plan_training", "plan_settings", "receptive_field", "relative_cost", "resolve",
-    "patch_count", "merge",
+    "AUTO", "PLANNED", "plan_data", "plan_training", "plan_settings", "receptive_field", "resolve", "patch_count",
+    "merge", "training_batch", "widths_to_measure", "step_limit",
 ]  # fmt: skip
 
 AUTO = "auto"
@@ -64,18 +68,32 @@ def receptive_field(depth: int) -> int:
     return 14 * 2**depth - 9
 
 
-def relative_cost(base_channels: int, depth: int, patch: int, reference: dict[str, int]) -> float:
-    """Arithmetic of a training step per patch relative to the measured reference network.
+def training_batch(data: dict[str, Any], tiling: dict[str, Any], config: dict[str, dict[str, Any]]) -> int:
+    """The batch size training will use: the config's, else 8 halved until one epoch has at
+    least 4 batches (the compute is measured at it)."""
+    return _batch_rule(data, tiling, _Chooser(config))
 
-    Every level of a U-Net costs about the same (channels double as pixels quarter), so the
-    cost grows with ``base_channels**2``, the patch's pixels and the ``2 depth + 1``
-    convolution blocks.
-    """
-    return (
-        (base_channels / reference["base_channels"]) ** 2
-        * (patch / reference["patch"]) ** 2
-        * (2 * depth + 1)
-        / (2 * reference["depth"] + 1)
+
+def widths_to_measure(config: dict[str, dict[str, Any]]) -> list[int]:
+    """Base channels to measure, narrowest first: the config's, else :data:`WIDTHS`."""
+    given = _Chooser(config).given("model", "base_channels")
+    return [int(given)] if given is not None else sorted(WIDTHS)
+
+
+def step_limit(config: dict[str, dict[str, Any]]) -> float:
+    """The slowest measured step (seconds) of a width that still allows :data:`MIN_STEPS`
+    steps in the budget: measuring stops at the first width slower than this."""
+    return _budget(config) / MIN_STEPS / OVERHEAD
+
+
+def _budget(config: dict[str, dict[str, Any]]) -> float:
+    return float(config.get("train", {}).get("max_minutes", 60.0)) * 60
+
+
+def _batch_rule(data: dict[str, Any], tiling: dict[str, Any], choose: _Chooser) -> int:
+    patches = patch_count(data["shapes"], tiling["tile"]["patch_size"])
+    return choose(
+        ("train", "batch_size"), _batch_for(patches), f"8, fewer when an epoch has < 4 batches ({patches} patches)"
     )
 
 
@@ -182,23 +200,25 @@ def plan_training(
         ``budget_seconds`` of the planned network.
     """
     choose = _Chooser(config)
-    patch, depth = tiling["tile"]["patch_size"], tiling["model"]["depth"]
+    patch = tiling["tile"]["patch_size"]
     patches = patch_count(data["shapes"], patch)
-    batch = choose(
-        ("train", "batch_size"), _batch_for(patches), f"8, fewer when an epoch has < 4 batches ({patches} patches)"
-    )
-    budget = float(config.get("train", {}).get("max_minutes", 60.0)) * 60
-    step = compute["seconds_per_patch"] * OVERHEAD * batch
+    batch = _batch_rule(data, tiling, choose)
+    budget = _budget(config)
+    measured = {int(w): float(s) for w, s in compute["seconds_per_patch"].items()}
 
     def seconds_per_step(width: int) -> float:
-        return step * relative_cost(width, depth, patch, compute["reference"])
+        return measured.get(width, math.inf) * batch * OVERHEAD
 
     fitting = [w for w in WIDTHS if budget / seconds_per_step(w) >= MIN_STEPS]
+    narrowest = min(measured)
     width = choose(
-        ("model", "base_channels"), fitting[0] if fitting else WIDTHS[-1],
-        f"the widest of {list(WIDTHS)} allowing {MIN_STEPS} steps in {budget / 60:g} min "
-        f"(estimated {seconds_per_step(fitting[0] if fitting else WIDTHS[-1]):.2f} s per step on {compute['device']})",
+        ("model", "base_channels"), fitting[0] if fitting else narrowest,
+        f"the widest of {list(WIDTHS)} allowing {MIN_STEPS} steps in {budget / 60:g} min (measured "
+        + ", ".join(f"{w} channels {seconds_per_step(w) / OVERHEAD:.2f} s" for w in sorted(measured))
+        + f" per step of {batch} on {compute['device']}, x {OVERHEAD} for data and validation)",
     )  # fmt: skip
+    if width not in measured:
+        raise ValueError(f"model.base_channels {width} was not measured (measured: {sorted(measured)})")
     epoch_seconds = seconds_per_step(width) * math.ceil(patches / batch)
     fit = int(budget // epoch_seconds)
     epochs = choose(

@@ -11,7 +11,7 @@ from typing import Any
 from unetseg.errors import InputError
 from unetseg.io.files import write_json
 from unetseg.plan.fingerprint import compute_fingerprint, data_fingerprint
-from unetseg.plan.rules import merge, plan_data, plan_training
+from unetseg.plan.rules import merge, plan_data, plan_training, step_limit, training_batch, widths_to_measure
 
 __all__ = ["FORMAT", "make_data_plan", "make_plan", "read_plan"]
 
@@ -55,7 +55,8 @@ def make_data_plan(
 def make_plan(
     data_plan: dict[str, Any], settings: dict[str, dict[str, Any]], output: str | os.PathLike
 ) -> dict[str, Any]:
-    """Stage 2: measure a training step on the device and plan the rest; write ``output``.
+    """Stage 2: measure a training step of the candidate widths on the device (at the
+    planned depth, patch and batch) and plan the rest; write ``output``.
 
     Parameters
     ----------
@@ -73,8 +74,9 @@ def make_plan(
     data, tiling = data_plan["data"], data_plan["settings"]
     compute = compute_fingerprint(
         device=settings.get("train", {}).get("device", "auto"), channels=max(data["channels"]),
-        depth=min(tiling["model"]["depth"], 4), patch=min(tiling["tile"]["patch_size"], 256),
-        amp=bool(settings.get("train", {}).get("amp", True)),
+        depth=tiling["model"]["depth"], patch=tiling["tile"]["patch_size"],
+        batch=training_batch(data, tiling, settings), widths=widths_to_measure(settings),
+        limit_seconds=step_limit(settings), amp=bool(settings.get("train", {}).get("amp", True)),
     )  # fmt: skip
     planned, reasons, estimates = plan_training(data, tiling, compute, settings)
     if reasons["train.epochs"] != "set in the config" and estimates["seconds_per_epoch"] > estimates["budget_seconds"]:

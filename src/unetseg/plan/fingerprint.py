@@ -22,6 +22,8 @@ from unetseg.objects.labels import label_objects
 
 __all__ = ["data_fingerprint", "compute_fingerprint"]
 
+WARMUP = 2  # untimed steps per width: a new width's first steps ran up to 1.5x slower (32 channels: 1.45, 1.37 s, then 0.97-1.24 s)
+
 MAX_PLANES = 64  # planes read per sample for the object statistics (stacks are sampled)
 SPAN = 0.9  # a largest object spanning this share of both sides is a network (membranes)
 
@@ -114,7 +116,7 @@ def compute_fingerprint(
 ) -> dict[str, Any]:
     """The device, its memory, and the measured seconds of one training step per patch of
     U-Nets of each of ``widths`` base channels (narrowest first; the median of ``steps``
-    steps of ``batch`` patches after a warm-up step), with the threads this process has, in
+    steps of ``batch`` patches after ``WARMUP`` steps), with the threads this process has, in
     the precision and memory layout training will use (``amp``: mixed precision where the
     device has it, as the trainer; :func:`unetseg.nn.device.amp_dtype`).
 
@@ -153,7 +155,7 @@ def compute_fingerprint(
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         elapsed = []
-        for _ in range(steps + 1):
+        for _ in range(steps + WARMUP):
             started = time.perf_counter()
             optimizer.zero_grad()
             with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -165,7 +167,7 @@ def compute_fingerprint(
             elapsed.append(time.perf_counter() - started)
             if len(elapsed) == 1 and elapsed[0] > 3 * limit_seconds:
                 break
-        seconds = float(np.median(elapsed[1:])) if len(elapsed) > 1 else elapsed[0]
+        seconds = float(np.median(elapsed[WARMUP:])) if len(elapsed) > WARMUP else elapsed[0]
         measured[str(width)] = seconds / batch
         del model, optimizer
         if seconds > limit_seconds:

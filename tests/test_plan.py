@@ -43,8 +43,8 @@ def fingerprint(**changes):
 
 
 def compute(seconds_per_patch=0.01, device="cuda", widths=(16, 32, 64)):
-    """Measured seconds per patch: ``seconds_per_patch`` at 16 channels, scaled as the square
-    of the width (a narrow network is cheapest per channel here, unlike on most CPUs)."""
+    """Measured seconds per patch: ``seconds_per_patch`` at 16 channels, the wider ones
+    scaled as the square of the width (their arithmetic)."""
     return {"device": device, "seconds_per_patch": {str(w): seconds_per_patch * (w / 16) ** 2 for w in widths}}
 
 

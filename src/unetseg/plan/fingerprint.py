@@ -22,7 +22,7 @@ from unetseg.objects.labels import label_objects
 
 __all__ = ["data_fingerprint", "compute_fingerprint"]
 
-WARMUP = 2  # untimed steps per width: a new width's first steps ran up to 1.5x slower (32 channels: 1.45, 1.37 s, then 0.97-1.24 s)
+WARMUP = 2  # untimed steps per width: a new width's first steps run slower
 
 MAX_PLANES = 64  # planes read per sample for the object statistics (stacks are sampled)
 SPAN = 0.9  # a largest object spanning this share of both sides is a network (membranes)

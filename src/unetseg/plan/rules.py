@@ -23,7 +23,7 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   is too slow (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
   arithmetic of one measured width misses by 2x or more on a CPU, where a narrow network
   uses its vector units worst (on the ISBI machine, bfloat16 with AMX: 32 channels took
-  2.6x the step of 16, 64 took 9x, against the 4x and 16x of their arithmetic). In a
+  2.4x the step of 16, 64 took 8.2x, against the 4x and 16x of their arithmetic). In a
   budget, steps count more than width: on ISBI in 20 CPU minutes, 16 channels with 2399
   steps gave membrane Dice 0.817 and adapted Rand error 0.048, 32 channels with 1043 steps
   0.813 and 0.068 (with 722 against 297 steps earlier: 0.813 against 0.807).
@@ -207,21 +207,20 @@ def plan_training(
     patches = patch_count(data["shapes"], patch)
     batch = _batch_rule(data, tiling, choose)
     budget = _budget(config)
-    measured = {int(w): float(s) for w, s in compute["seconds_per_patch"].items()}
+    step = {int(w): float(s) * batch for w, s in compute["seconds_per_patch"].items()}  # measured
 
     def seconds_per_step(width: int) -> float:
-        return measured.get(width, math.inf) * batch * OVERHEAD
+        return step.get(width, math.inf) * OVERHEAD
 
     fitting = [w for w in WIDTHS if budget / seconds_per_step(w) >= MIN_STEPS]
-    narrowest = min(measured)
     width = choose(
-        ("model", "base_channels"), fitting[0] if fitting else narrowest,
+        ("model", "base_channels"), fitting[0] if fitting else min(step),
         f"the widest of {list(WIDTHS)} allowing {MIN_STEPS} steps in {budget / 60:g} min (measured "
-        + ", ".join(f"{w} channels {seconds_per_step(w) / OVERHEAD:.2f} s" for w in sorted(measured))
+        + ", ".join(f"{w} channels {step[w]:.2f} s" for w in sorted(step))
         + f" per step of {batch} on {compute['device']}, x {OVERHEAD} for data and validation)",
     )  # fmt: skip
-    if width not in measured:
-        raise ValueError(f"model.base_channels {width} was not measured (measured: {sorted(measured)})")
+    if width not in step:
+        raise ValueError(f"model.base_channels {width} was not measured (measured: {sorted(step)})")
     epoch_seconds = seconds_per_step(width) * math.ceil(patches / batch)
     fit = int(budget // epoch_seconds)
     epochs = choose(

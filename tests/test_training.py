@@ -12,6 +12,7 @@ import unetseg
 from unetseg.data.augment import augment
 from unetseg.data.patches import PatchDataset, patch_origins
 from unetseg.errors import InputError
+from unetseg.nn.device import amp_dtype
 from unetseg.nn.losses import SegmentationLoss, soft_dice_loss
 from unetseg.nn.modelcard import load_model, read_card
 from unetseg.training.run import train_model
@@ -125,8 +126,9 @@ def test_provenance_records_checksums_and_commit(tmp_path):
     assert "torch" in record["versions"]
 
 
-def one_train_one_val(tmp_path, **patch_options):
-    """A patch store of one 64x64 demo training image and one validation image."""
+def one_train_one_val(tmp_path, separate=True, **patch_options):
+    """A patch store of one 64x64 demo training image and one validation image (``separate``:
+    as :func:`~unetseg.data.preprocess.preprocess_sample`; False gives a binary target)."""
     from unetseg.data.demo import write_demo_dataset
     from unetseg.data.patches import write_patches
     from unetseg.data.preprocess import preprocess_sample
@@ -136,7 +138,7 @@ def one_train_one_val(tmp_path, **patch_options):
     for sample in ("train_00", "val_00"):
         pre[sample] = tmp_path / f"{sample}.zarr"
         preprocess_sample(sample, tmp_path / f"data/images/{sample}.tif", pre[sample],
-                          mask_path=tmp_path / f"data/masks/{sample}.tif")  # fmt: skip
+                          mask_path=tmp_path / f"data/masks/{sample}.tif", separate=separate)  # fmt: skip
     store = tmp_path / "patches.zarr"
     write_patches(store, {"train": [pre["train_00"]], "val": [pre["val_00"]]}, patch_size=32, **patch_options)
     return store, pre
@@ -159,14 +161,28 @@ def test_weighted_loss_scales_the_cross_entropy():
     assert SegmentationLoss("bce")(logits, target, torch.full((1, 4, 4), 3.0)) == pytest.approx(3 * plain)
 
 
-def test_whole_image_validation_tunes_the_threshold(tmp_path):
-    store, pre = one_train_one_val(tmp_path)
+def test_whole_image_validation_tunes_the_threshold(tmp_path, monkeypatch):
+    """Epochs are scored in the training precision (cheaper), the threshold tuned in float32."""
+    from unetseg.training.validation import WholeImageValidator
+
+    calls = []
+    histograms = WholeImageValidator.histograms
+
+    def record(self, model, *, device=None, amp=False):
+        calls.append(amp)
+        return histograms(self, model, device=device, amp=amp)
+
+    monkeypatch.setattr(WholeImageValidator, "histograms", record)
+    store, pre = one_train_one_val(tmp_path, separate=False)  # one sigmoid output: a threshold to tune
     summary = train_model(store, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "epochs": 2},
                           val_images=[pre["val_00"]])  # fmt: skip
     card = read_card(tmp_path / "m")
     assert summary["validation"] == "whole images, tiled inference"
     assert card["threshold"] == summary["threshold"] and 0 <= card["threshold"] < 1
-    assert summary["val_dice_at_threshold"] >= summary["best_val_dice"] - 1e-12  # tuning never loses
+    trains_in = amp_dtype(torch.device("cpu")) is not None  # train.amp on by default
+    assert calls == [trains_in] * (len(calls) - 1) + [False] and len(calls) >= 3  # timing, 2 epochs, tuning
+    if not trains_in:  # same precision: tuning never loses
+        assert summary["val_dice_at_threshold"] >= summary["best_val_dice"] - 1e-12
 
 
 def test_training_with_augmentation_and_foreground_sampling_is_reproducible(patches, tmp_path):

@@ -43,3 +43,25 @@ def test_validator_histograms_match_direct_tiled_inference(tiny_unet, rng, tmp_p
     probs = np.stack([predictor.predict_whole(normalised[z])[0] for z in range(2)])
     expected = dice(mask, probs >= 0.5)
     assert dice_at_thresholds(foreground, background)[BINS // 2] == pytest.approx(expected, abs=1e-9)
+
+
+def test_validator_amp_matches_tiled_inference_in_mixed_precision(tiny_unet, rng, tmp_path):
+    """The trainer's scores in its precision: the histograms of an ``amp`` validation are
+    those of mixed-precision tiled inference (bfloat16 on a CPU that has it, else float32)."""
+    image = rng.integers(0, 4000, (1, 48, 64), dtype=np.uint16)
+    mask = (rng.random((1, 48, 64)) > 0.6).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
+    preprocess_sample("v", tmp_path / "img.tif", tmp_path / "v.zarr", mask_path=tmp_path / "mask.tif")
+    model = tiny_unet(depth=2)
+    validator = WholeImageValidator([tmp_path / "v.zarr"], tile=32)
+
+    import zarr
+
+    normalised = zarr.open_group(tmp_path / "v.zarr", mode="r")["image"][:][0]
+    for amp in (False, True):
+        probs = TiledPredictor(model, tile=32, amp=amp).predict_whole(normalised)[0]
+        expected = np.bincount(np.minimum((probs * BINS).astype(np.int64), BINS - 1)[mask[0] > 0], minlength=BINS)
+        foreground, _ = validator.histograms(model, device="cpu", amp=amp)
+        np.testing.assert_array_equal(foreground, expected)
+        assert validator.score(model, device="cpu", amp=amp) == pytest.approx(dice(mask[0], probs >= 0.5), abs=1e-9)

@@ -249,7 +249,7 @@ class Trainer:
         model = self.scored_model if model is None else model
         loss, dice = self._validate_patches(model)
         if self.validator is not None:
-            dice = self.validator.score(model, device=str(self.device))
+            dice = self.validator.score(model, device=str(self.device), amp=self.amp)
         return loss, dice
 
     def _validate_patches(self, model: UNet) -> tuple[float, float]:

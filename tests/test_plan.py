@@ -42,7 +42,7 @@ def fingerprint(**changes):
     return {**data, **changes}
 
 
-def compute(seconds_per_patch=0.01, device="cuda", widths=(16, 32, 64)):
+def compute(seconds_per_patch=0.01, device="cuda", widths=(8, 16, 32, 64)):
     """Measured seconds per patch: ``seconds_per_patch`` at 16 channels, the wider ones
     scaled as the square of the width (their arithmetic)."""
     return {"device": device, "seconds_per_patch": {str(w): seconds_per_patch * (w / 16) ** 2 for w in widths}}
@@ -86,8 +86,14 @@ def test_patch_grows_with_objects_and_stays_inside_the_images():
 def test_width_and_epochs_follow_the_measured_speed_and_the_budget():
     fast, _, fast_estimates = plan_settings(fingerprint(), compute(0.001), config())
     slow, reasons, estimates = plan_settings(fingerprint(), compute(0.5, "cpu"), config(train={"max_minutes": 20}))
-    assert fast["model"]["base_channels"] == 64 and slow["model"]["base_channels"] == 16
+    assert fast["model"]["base_channels"] == 64 and slow["model"]["base_channels"] == 8
     assert "cpu" in reasons["model.base_channels"] and "16 channels 4.00 s" in reasons["model.base_channels"]
+    # 16 channels at 0.06 s a patch (0.62 s a step with the overhead): 1923 steps in 20
+    # minutes, short of MIN_STEPS; 8 channels (a quarter by arithmetic) reach them.
+    settings, _, _ = plan_settings(fingerprint(), compute(0.06, "cpu"), config(train={"max_minutes": 20}))
+    assert settings["model"]["base_channels"] == 8
+    settings, _, _ = plan_settings(fingerprint(), compute(0.04, "cpu"), config(train={"max_minutes": 20}))
+    assert settings["model"]["base_channels"] == 16
     # The budget ends training; the reason gives the epochs estimated to fit.
     fit = int(20 * 60 // estimates["seconds_per_epoch"])
     assert slow["train"]["epochs"] == 300 and f"about {fit} epochs" in reasons["train.epochs"]

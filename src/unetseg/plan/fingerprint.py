@@ -109,7 +109,7 @@ def compute_fingerprint(
     depth: int = 4,
     patch: int = 128,
     batch: int = 4,
-    widths: Sequence[int] = (16, 32, 64),
+    widths: Sequence[int] = (8, 16, 32, 64),
     limit_seconds: float = float("inf"),
     steps: int = 3,
     amp: bool = True,

@@ -17,8 +17,9 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   side (rounded down to the network's grid). Larger patches cost steps: on ISBI 2012 in a
   20-minute CPU budget, 512-pixel patches (four diameters) made 138 steps and membrane Dice
   0.795, 256-pixel ones (the hand-tuned config) 400 steps and 0.806.
-* **base channels**: the widest of 64, 32, 16 whose measured training step (times
-  :data:`OVERHEAD`) allows :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``.
+* **base channels**: the widest of 64, 32, 16, 8 whose measured training step (times
+  :data:`OVERHEAD`) allows :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``
+  (none: the narrowest).
   Each width is measured at the planned depth, patch and batch, narrowest first, until one
   is too slow (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
   arithmetic of one measured width misses by 2x or more on a CPU, where a narrow network
@@ -26,7 +27,10 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   2.4x the step of 16, 64 took 8.2x, against the 4x and 16x of their arithmetic). In a
   budget, steps count more than width: on ISBI in 20 CPU minutes, 16 channels with 2399
   steps gave membrane Dice 0.817 and adapted Rand error 0.048, 32 channels with 1043 steps
-  0.813 and 0.068 (with 722 against 297 steps earlier: 0.813 against 0.807).
+  0.813 and 0.068 (with 722 against 297 steps earlier: 0.813 against 0.807). On a CPU
+  without AMX, where 16 channels made 1265 steps (0.812, 0.071), 8 channels made 2314 and
+  2736 (0.815 and 0.818, adapted Rand 0.069 and 0.062): so 8 is a width too, for machines
+  and budgets where 16 cannot reach the steps.
 * **batch size**: 8, halved until one epoch has at least 4 batches.
 * **epochs**: :data:`MAX_EPOCHS`, so that ``train.max_minutes`` ends training; the trainer
   then fits warm-up and cosine decay to the steps that fit in the budget, measured when
@@ -63,7 +67,7 @@ MAX_EPOCHS = 300
 OVERHEAD = 1.3  # data loading, augmentation and validation on top of the measured steps
 TOUCHING = 0.10
 SPARSE = 0.05
-WIDTHS = (64, 32, 16)
+WIDTHS = (64, 32, 16, 8)
 
 
 def receptive_field(depth: int) -> int:

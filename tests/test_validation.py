@@ -26,12 +26,18 @@ def test_dice_at_thresholds_hand_case():
     assert dice_at_thresholds(np.zeros(BINS, np.int64), background)[999] == 1.0  # nothing there, nothing called
 
 
-def test_validator_histograms_match_direct_tiled_inference(tiny_unet, rng, tmp_path):
-    image = rng.integers(0, 4000, (2, 50, 70), dtype=np.uint16)
-    mask = (rng.random((2, 50, 70)) > 0.7).astype(np.uint8)
+def _validation_sample(rng, tmp_path, shape, above):
+    """A preprocessed random sample ``v.zarr``, its mask where a uniform draw exceeds ``above``; the mask."""
+    image = rng.integers(0, 4000, shape, dtype=np.uint16)
+    mask = (rng.random(shape) > above).astype(np.uint8)
     tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
     tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
     preprocess_sample("v", tmp_path / "img.tif", tmp_path / "v.zarr", mask_path=tmp_path / "mask.tif")
+    return mask
+
+
+def test_validator_histograms_match_direct_tiled_inference(tiny_unet, rng, tmp_path):
+    mask = _validation_sample(rng, tmp_path, (2, 50, 70), 0.7)
     model = tiny_unet(depth=2)
     foreground, background = WholeImageValidator([tmp_path / "v.zarr"], tile=32).histograms(model, device="cpu")
     assert foreground.sum() == mask.sum() and background.sum() == mask.size - mask.sum()
@@ -48,11 +54,7 @@ def test_validator_histograms_match_direct_tiled_inference(tiny_unet, rng, tmp_p
 def test_validator_amp_matches_tiled_inference_in_mixed_precision(tiny_unet, rng, tmp_path):
     """The trainer's scores in its precision: the histograms of an ``amp`` validation are
     those of mixed-precision tiled inference (bfloat16 on a CPU that has it, else float32)."""
-    image = rng.integers(0, 4000, (1, 48, 64), dtype=np.uint16)
-    mask = (rng.random((1, 48, 64)) > 0.6).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
-    tifffile.imwrite(tmp_path / "mask.tif", mask, photometric="minisblack")
-    preprocess_sample("v", tmp_path / "img.tif", tmp_path / "v.zarr", mask_path=tmp_path / "mask.tif")
+    mask = _validation_sample(rng, tmp_path, (1, 48, 64), 0.6)
     model = tiny_unet(depth=2)
     validator = WholeImageValidator([tmp_path / "v.zarr"], tile=32)
 

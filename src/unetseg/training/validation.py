@@ -9,7 +9,7 @@ of the most probable class (:func:`mean_class_dice`); they have no threshold.
 
 During training the trainer scores in its own mixed precision (``amp``), which halves a
 validation on a CPU with bfloat16 (ISBI 2012, three 512 x 512 slices, 16 base channels:
-0.75 s against 1.53 s) and so leaves more of a time budget to the steps; the threshold
+0.59-0.75 s against 1.18-1.53 s) and so leaves more of a time budget to the steps; the threshold
 of the kept model is tuned at full precision, as inference runs by default.
 """
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from unetseg.data.demo import write_demo_dataset
 from unetseg.data.preprocess import preprocess_sample
@@ -121,6 +122,38 @@ def test_compute_fingerprint_measures_each_width_until_one_is_too_slow():
     assert every["measured_at"] == {"depth": 2, "patch": 32, "batch": 2} and every["device"] == "cpu"
     stopped = compute_fingerprint(device="cpu", depth=2, patch=32, batch=2, widths=(4, 8), steps=1, limit_seconds=0)
     assert list(stopped["seconds_per_patch"]) == ["4"]  # 4 channels exceeded the limit: 8 is not measured
+
+
+def test_a_width_out_of_memory_ends_the_measurement_and_is_never_chosen(monkeypatch):
+    forward = UNet.forward
+
+    def limited(self, x):  # a device whose memory holds 4 and 8 base channels, not 16
+        if self.settings["base_channels"] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", limited)
+    measured = compute_fingerprint(device="cpu", depth=2, patch=32, batch=2, widths=(4, 8, 16, 32), steps=1)
+    assert list(measured["seconds_per_patch"]) == ["4", "8"] and measured["out_of_memory"] == [16]
+    settings, reasons, _ = plan_settings(fingerprint(), measured, config(train={"max_minutes": 600}))
+    assert settings["model"]["base_channels"] == 8 and "16 channels ran out of memory" in reasons["model.base_channels"]
+    # any other error is not taken for a full memory
+    monkeypatch.setattr(UNet, "forward", lambda self, x: (_ for _ in ()).throw(RuntimeError("shapes differ")))
+    with pytest.raises(RuntimeError, match="shapes differ"):
+        compute_fingerprint(device="cpu", depth=2, patch=32, batch=2, widths=(4,), steps=1)
+
+
+def test_a_patch_no_width_fits_in_memory_is_an_error_before_training(demo_samples, tmp_path, monkeypatch):
+    _, paths = demo_samples
+    data_plan = make_data_plan(paths[:2], paths[2:], config(), tmp_path / "data.json")
+
+    def full(self, x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr(UNet, "forward", full)
+    with pytest.raises(InputError, match=r"does not fit in the .* GB of the cpu even at 8 base channels.*batch_size"):
+        make_plan(data_plan, config(train={"max_minutes": 5}), tmp_path / "plan.json")
+    assert not (tmp_path / "plan.json").exists()
 
 
 def test_weight_map_batch_and_foreground_sampling_rules():

@@ -20,7 +20,7 @@ from unetseg.data.sample import open_sample
 from unetseg.data.targets import touching_pixels
 from unetseg.objects.labels import label_objects
 
-__all__ = ["data_fingerprint", "compute_fingerprint"]
+__all__ = ["data_fingerprint", "compute_fingerprint", "is_out_of_memory"]
 
 WARMUP = 2  # untimed steps per width: a new width's first steps run slower
 
@@ -122,15 +122,18 @@ def compute_fingerprint(
 
     Measuring stops after the first width whose step takes longer than ``limit_seconds``
     (wider ones are slower still); a warm-up step over three times the limit is that
-    width's measurement. On a shared machine the measurement follows its load;
-    ``plan.json`` records it.
+    width's measurement. It also stops at the first width whose step runs out of the
+    device's memory (wider ones need more): that width is listed in ``out_of_memory`` and
+    has no time. On a shared machine the measurement follows its load; ``plan.json``
+    records it.
 
     Returns
     -------
     dict
         ``device``, ``threads``, ``memory_gb`` (device memory: system RAM on the CPU),
-        ``measured_at`` (``depth``, ``patch``, ``batch``), ``precision`` and
-        ``seconds_per_patch`` (``{width: seconds}`` for the widths measured).
+        ``measured_at`` (``depth``, ``patch``, ``batch``), ``precision``,
+        ``seconds_per_patch`` (``{width: seconds}`` for the widths measured) and
+        ``out_of_memory`` (the width that did not fit, if one did not).
     """
     import torch
 
@@ -149,31 +152,50 @@ def compute_fingerprint(
     if layout:
         patches = patches.contiguous(memory_format=torch.channels_last)
     measured: dict[str, float] = {}
+    out_of_memory: list[int] = []
     for width in sorted(widths):
         model = UNet(in_channels=channels, out_channels=1, depth=depth, base_channels=width).to(target).train()
         if layout:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        elapsed = []
-        for _ in range(steps + WARMUP):
-            started = time.perf_counter()
-            optimizer.zero_grad()
-            with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
-                logits = model(patches)
-            logits.float().square().mean().backward()
-            optimizer.step()
+        elapsed: list[float] = []
+        try:
+            for _ in range(steps + WARMUP):
+                started = time.perf_counter()
+                optimizer.zero_grad()
+                with torch.autocast(target.type, dtype=dtype, enabled=dtype != torch.float32):
+                    logits = model(patches)
+                logits.float().square().mean().backward()
+                optimizer.step()
+                if target.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed.append(time.perf_counter() - started)
+                if len(elapsed) == 1 and elapsed[0] > 3 * limit_seconds:
+                    break
+        except RuntimeError as err:  # torch.OutOfMemoryError on CUDA, a failed allocation on the CPU
+            if not is_out_of_memory(err):
+                raise
+            out_of_memory.append(width)
+        del model, optimizer
+        if out_of_memory:
             if target.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed.append(time.perf_counter() - started)
-            if len(elapsed) == 1 and elapsed[0] > 3 * limit_seconds:
-                break
+                torch.cuda.empty_cache()
+            break
         seconds = float(np.median(elapsed[WARMUP:])) if len(elapsed) > WARMUP else elapsed[0]
         measured[str(width)] = seconds / batch
-        del model, optimizer
         if seconds > limit_seconds:
             break
     return {
         "device": target.type, "threads": torch.get_num_threads(), "memory_gb": round(memory, 2),
         "measured_at": {"depth": depth, "patch": patch, "batch": batch},
-        "precision": str(dtype).removeprefix("torch."), "seconds_per_patch": measured,
+        "precision": str(dtype).removeprefix("torch."), "seconds_per_patch": measured, "out_of_memory": out_of_memory,
     }  # fmt: skip
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a device running out of memory: ``torch.OutOfMemoryError`` (CUDA,
+    MPS) or the CPU allocator's failure."""
+    import torch
+
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text

@@ -21,7 +21,7 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   :data:`OVERHEAD`) allows :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``
   (none: the narrowest).
   Each width is measured at the planned depth, patch and batch, narrowest first, until one
-  is too slow (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
+  is too slow or does not fit in the device's memory (that one is not a candidate) (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
   arithmetic of one measured width misses by 2x or more on a CPU, where a narrow network
   uses its vector units worst (on the ISBI machine, bfloat16 with AMX: 32 channels took
   2.4x the step of 16, 64 took 8.2x, against the 4x and 16x of their arithmetic). In a
@@ -221,7 +221,9 @@ def plan_training(
         ("model", "base_channels"), fitting[0] if fitting else min(step),
         f"the widest of {list(WIDTHS)} allowing {MIN_STEPS} steps in {budget / 60:g} min (measured "
         + ", ".join(f"{w} channels {step[w]:.2f} s" for w in sorted(step))
-        + f" per step of {batch} on {compute['device']}, x {OVERHEAD} for data and validation)",
+        + f" per step of {batch} on {compute['device']}, x {OVERHEAD} for data and validation"
+        + "".join(f"; {w} channels ran out of memory" for w in compute.get("out_of_memory", []))
+        + ")",
     )  # fmt: skip
     if width not in step:
         raise ValueError(f"model.base_channels {width} was not measured (measured: {sorted(step)})")

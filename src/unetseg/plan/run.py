@@ -68,8 +68,9 @@ def make_plan(
     Raises
     ------
     InputError
-        A budget too short for one epoch at the planned network: the message gives the
-        estimate and what to change.
+        No candidate width fits in the device's memory at the planned patch and batch, or a
+        budget too short for one epoch at the planned network: the message gives the numbers
+        and what to change.
     """
     data, tiling = data_plan["data"], data_plan["settings"]
     compute = compute_fingerprint(
@@ -78,6 +79,13 @@ def make_plan(
         batch=training_batch(data, tiling, settings), widths=widths_to_measure(settings),
         limit_seconds=step_limit(settings), amp=bool(settings.get("train", {}).get("amp", True)),
     )  # fmt: skip
+    if not compute["seconds_per_patch"]:
+        width, batch, patch = compute["out_of_memory"][0], compute["measured_at"]["batch"], tiling["tile"]["patch_size"]
+        raise InputError(
+            f"a training step of {batch} patches of {patch} px does not fit in the {compute['memory_gb']:g} GB of "
+            f"the {compute['device']} even at {width} base channels (model.depth {tiling['model']['depth']}); set a "
+            "smaller train.batch_size or tile.patch_size (or model.base_channels), or train on a larger device."
+        )
     planned, reasons, estimates = plan_training(data, tiling, compute, settings)
     if reasons["train.epochs"] != "set in the config" and estimates["seconds_per_epoch"] > estimates["budget_seconds"]:
         raise InputError(

@@ -20,7 +20,7 @@ from unetseg.data.sample import open_sample
 from unetseg.data.targets import touching_pixels
 from unetseg.objects.labels import label_objects
 
-__all__ = ["data_fingerprint", "compute_fingerprint", "is_out_of_memory"]
+__all__ = ["data_fingerprint", "compute_fingerprint"]
 
 WARMUP = 2  # untimed steps per width: a new width's first steps run slower
 
@@ -173,7 +173,7 @@ def compute_fingerprint(
                 if len(elapsed) == 1 and elapsed[0] > 3 * limit_seconds:
                     break
         except RuntimeError as err:  # torch.OutOfMemoryError on CUDA, a failed allocation on the CPU
-            if not is_out_of_memory(err):
+            if not _is_out_of_memory(err):
                 raise
             out_of_memory.append(width)
         del model, optimizer
@@ -192,7 +192,7 @@ def compute_fingerprint(
     }  # fmt: skip
 
 
-def is_out_of_memory(error: BaseException) -> bool:
+def _is_out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` is a device running out of memory: ``torch.OutOfMemoryError`` (CUDA,
     MPS) or the CPU allocator's failure."""
     import torch

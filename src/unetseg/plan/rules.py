@@ -21,7 +21,8 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   :data:`OVERHEAD`) allows :data:`MIN_STEPS` optimizer steps within ``train.max_minutes``
   (none: the narrowest).
   Each width is measured at the planned depth, patch and batch, narrowest first, until one
-  is too slow or does not fit in the device's memory (that one is not a candidate) (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
+  is too slow or does not fit in the device's memory, which is then no candidate
+  (:func:`unetseg.plan.fingerprint.compute_fingerprint`): an estimate from the
   arithmetic of one measured width misses by 2x or more on a CPU, where a narrow network
   uses its vector units worst (on the ISBI machine, bfloat16 with AMX: 32 channels took
   2.4x the step of 16, 64 took 8.2x, against the 4x and 16x of their arithmetic). In a

@@ -239,3 +239,21 @@ def test_a_membrane_network_counts_its_cells_as_the_objects(tmp_path):
     data = data_fingerprint([tmp_path / "m.zarr"])
     assert data["objects"] == "background" and data["object_count"] == 16
     assert data["object_diameter_median"] == pytest.approx(np.sqrt(4 * 23 * 23 / np.pi))
+
+
+def test_compute_fingerprint_times_the_configured_network(monkeypatch):
+    built = []
+    init = UNet.__init__
+
+    def record(self, **kwargs):
+        built.append(kwargs)
+        init(self, **kwargs)
+
+    monkeypatch.setattr(UNet, "__init__", record)
+    measured = compute_fingerprint(
+        device="cpu", depth=1, patch=20, batch=1, widths=(2,), steps=1,
+        model={"batch_norm": False, "padding": "valid", "upsampling": "bilinear", "depth": "auto"},
+    )  # fmt: skip
+    timed = built[-1]
+    assert timed["batch_norm"] is False and timed["padding"] == "valid" and timed["upsampling"] == "bilinear"
+    assert timed["base_channels"] == 2 and timed["depth"] == 1 and list(measured["seconds_per_patch"]) == ["2"]

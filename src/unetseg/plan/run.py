@@ -78,6 +78,7 @@ def make_plan(
         depth=tiling["model"]["depth"], patch=tiling["tile"]["patch_size"],
         batch=training_batch(data, tiling, settings), widths=widths_to_measure(settings),
         limit_seconds=step_limit(settings), amp=bool(settings.get("train", {}).get("amp", True)),
+        model=settings.get("model", {}),
     )  # fmt: skip
     if not compute["seconds_per_patch"]:
         width, batch, patch = compute["out_of_memory"][0], compute["measured_at"]["batch"], tiling["tile"]["patch_size"]

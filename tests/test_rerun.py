@@ -146,6 +146,7 @@ def test_inference_settings_resegment_without_retraining(finished, key):
 
 RETRAIN = {
     "model.depth": {"model": {"depth": 3}},
+    "model.batch_norm": {"model": {"batch_norm": False}},
     "train.epochs": {"train": {"epochs": 2}},
     "tile.patch_size": {"tile": {"patch_size": 64}},
     "preprocess.percentiles": {"preprocess": {"percentiles": [2.0, 99.0]}},
@@ -159,7 +160,8 @@ def test_training_settings_retrain(finished, key):
     assert jobs.get("segment") == 1, jobs  # with a new model, every segmentation is redone
     if key == "preprocess.percentiles":
         assert jobs.get("preprocess") == 3 and jobs.get("tile") == 1, jobs
-    if key.startswith("train."):  # the training stage of the plan only: no new patches
+    if key.startswith("train.") or key == "model.batch_norm":  # the training stage of the plan only
+        # (it times the network training will run): the same patches
         assert jobs.get("plan") == 1 and "plan_data" not in jobs and "tile" not in jobs, jobs
 
 

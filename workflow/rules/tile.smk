@@ -18,7 +18,9 @@ rule tile:
     params:
         patch_size=config["tile"]["patch_size"],
         weight_map=get_weight_map_args(),
-        model=as_json(config["model"]),
+        # What places the patches (the margin of valid padding): a new width, batch norm or
+        # dropout trains again on the same patches.
+        model=as_json({key: config["model"][key] for key in ("depth", "padding")}),
         # Which samples are train and which val: swapping them changes no input file.
         splits=as_json({"train": samples_of("train"), "val": samples_of("val")}),
     shell:

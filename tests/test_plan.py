@@ -31,7 +31,7 @@ from unetseg.plan.run import make_data_plan, make_plan, read_plan
 AUTO_CONFIG = {
     "tile": {"patch_size": AUTO, "weight_map": {"enabled": AUTO, "objects": "foreground"}},
     "model": {"depth": AUTO, "base_channels": AUTO, "padding": "same"},
-    "train": {"batch_size": AUTO, "epochs": AUTO, "foreground_share": AUTO, "max_minutes": 60},
+    "train": {"batch_size": AUTO, "epochs": AUTO, "foreground_share": AUTO, "compile": AUTO, "max_minutes": 60},
 }
 
 
@@ -257,3 +257,25 @@ def test_compute_fingerprint_times_the_configured_network(monkeypatch):
     timed = built[-1]
     assert timed["batch_norm"] is False and timed["padding"] == "valid" and timed["upsampling"] == "bilinear"
     assert timed["base_channels"] == 2 and timed["depth"] == 1 and list(measured["seconds_per_patch"]) == ["2"]
+
+
+def test_compile_rule_follows_the_budget_the_device_and_a_cpp_compiler(monkeypatch):
+    import unetseg.plan.rules as rules
+
+    def compiled(device="cpu", **train):
+        settings, reasons, _ = plan_settings(fingerprint(), compute(0.001, device), config(train=train))
+        return settings["train"]["compile"], reasons["train.compile"]
+
+    monkeypatch.setattr(rules.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert compiled(max_minutes=rules.COMPILE_MINUTES) == (
+        True,
+        compiled(max_minutes=60)[1].replace("60 min", "10 min"),
+    )
+    assert compiled(max_minutes=5)[0] is False and compiled("cuda", max_minutes=20)[0] is True
+    assert compiled("mps", max_minutes=60)[0] is False
+    assert compiled(max_minutes=60, compile=False) == (False, "set in the config")
+    monkeypatch.setattr(rules.shutil, "which", lambda name: None)  # the CPU kernels need a C++ compiler
+    off, reason = compiled(max_minutes=60)
+    assert off is False and "without a C++ compiler" in reason
+    assert compiled("cuda", max_minutes=60)[0] is True
+    assert resolve("train", {"compile": AUTO}, {"train": {"compile": True}}) == {"compile": True}

@@ -260,3 +260,46 @@ def test_valid_padding_patches_tile_the_image_with_mirrored_context(tmp_path):
     assert (covered > 0).all()  # the network's outputs reach every pixel, borders included
     first = dataset[0][1].numpy()
     np.testing.assert_array_equal(first[:context, context], first[2 * context : context : -1, context])  # mirrored
+
+
+def test_compiled_training_is_reproducible_and_follows_the_eager_run(patches, tmp_path, monkeypatch):
+    """train.compile: the training steps run the compiled module (the model's parameters), two
+    runs give the same weights, and they follow the eager run up to float rounding."""
+    from unetseg.training.trainer import Trainer
+
+    networks = []
+    backward = Trainer.backward
+
+    def record(self, network, *args, **kwargs):
+        networks.append(type(network).__name__)
+        return backward(self, network, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "backward", record)
+    compiled = {**TRAIN, "compile": True}
+    train_model(patches, tmp_path / "a", model_settings=MODEL, train_settings=compiled)
+    assert set(networks) == {"OptimizedModule"}, networks  # the scratch copy's steps and the model's
+    train_model(patches, tmp_path / "b", model_settings=MODEL, train_settings=compiled)
+    train_model(patches, tmp_path / "eager", model_settings=MODEL, train_settings=TRAIN)
+    first, second, eager = (torch.load(tmp_path / n / "weights.pt", weights_only=True) for n in ("a", "b", "eager"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    for k in first:
+        torch.testing.assert_close(first[k], eager[k], rtol=1e-3, atol=1e-4)
+
+
+def test_a_failing_compile_warns_and_trains_eagerly(patches, tmp_path, monkeypatch, capsys):
+    class Broken(torch.nn.Module):  # what torch.compile gives where no C++ compiler is found
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            raise RuntimeError("InductorError: CppCompileError: C++ compile error")
+
+    monkeypatch.setattr(torch, "compile", Broken)
+    summary = train_model(patches, tmp_path / "m", model_settings=MODEL, train_settings={**TRAIN, "compile": True})
+    assert summary["epochs_run"] == 2
+    assert "torch.compile failed (RuntimeError: InductorError" in capsys.readouterr().err
+    eager = train_model(patches, tmp_path / "eager", model_settings=MODEL, train_settings=TRAIN)
+    first = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
+    second = torch.load(tmp_path / "eager" / "weights.pt", weights_only=True)
+    assert all(torch.equal(first[k], second[k]) for k in first) and eager["epochs_run"] == 2

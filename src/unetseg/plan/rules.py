@@ -42,11 +42,18 @@ synthetic fingerprints and explained in ``plan.json`` (``reasons``):
   membranes (not measured to help there) and for objects that rarely touch.
 * **foreground share**: 0.5 when foreground covers less than :data:`SPARSE` of the pixels
   (half of the patches then hold objects), else 0 (plain shuffling).
+* **compile**: ``torch.compile`` for the training steps on a CPU (with a C++ compiler on
+  ``PATH``, which its CPU kernels need) or a CUDA device, when ``train.max_minutes`` is at
+  least :data:`COMPILE_MINUTES`. On the 2-core AVX2 CPU a float32 step of the ISBI plan's
+  network (depth 4, 8 channels, 8 x 256 px) took 0.70-0.83 of the eager step after about a
+  minute of compiling without a cache (``benchmarks/training/compile.py``): it pays from a
+  budget of 3-5 minutes, and the rule leaves a margin.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from typing import Any
 
 __all__ = [
@@ -58,7 +65,7 @@ AUTO = "auto"
 # The settings a plan decides, as (section, key) or (section, key, subkey).
 PLANNED = (
     ("tile", "patch_size"), ("tile", "weight_map", "enabled"), ("model", "depth"), ("model", "base_channels"),
-    ("train", "batch_size"), ("train", "epochs"), ("train", "foreground_share"),
+    ("train", "batch_size"), ("train", "epochs"), ("train", "foreground_share"), ("train", "compile"),
 )  # fmt: skip
 CONTEXT = 2.0  # receptive field / 90th-percentile object diameter
 MIN_PATCH, MAX_PATCH = 128, 512
@@ -68,6 +75,7 @@ MAX_EPOCHS = 300
 OVERHEAD = 1.3  # data loading, augmentation and validation on top of the measured steps
 TOUCHING = 0.10
 SPARSE = 0.05
+COMPILE_MINUTES = 10  # budgets from which torch.compile is on (its first calls: about 1 min on 2 CPU cores)
 WIDTHS = (64, 32, 16, 8)
 
 
@@ -200,7 +208,7 @@ def plan_training(
     Returns
     -------
     settings : dict
-        ``{"model": {"base_channels"}, "train": {"batch_size", "epochs", "foreground_share"}}``.
+        ``{"model": {"base_channels"}, "train": {"batch_size", "epochs", "foreground_share", "compile"}}``.
     reasons : dict
         As :func:`plan_data`.
     estimates : dict
@@ -240,10 +248,18 @@ def plan_training(
         ("train", "foreground_share"), 0.5 if fraction < SPARSE else 0.0,
         f"foreground covers {fraction:.1%} of the training pixels (0.5 below {SPARSE:.0%})",
     )  # fmt: skip
+    compiler = compute["device"] == "cuda" or any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    compiling = choose(
+        ("train", "compile"), compute["device"] in ("cpu", "cuda") and compiler and budget >= 60 * COMPILE_MINUTES,
+        f"torch.compile on a CPU with a C++ compiler or on CUDA, for budgets of >= {COMPILE_MINUTES} min (its first "
+        f"calls take about a minute); {compute['device']}"
+        + ("" if compiler else " without a C++ compiler") + f", {budget / 60:g} min",
+    )  # fmt: skip
     settings = {
         "model": {"base_channels": int(width)},
-        "train": {"batch_size": int(batch), "epochs": int(epochs), "foreground_share": float(share)},
-    }
+        "train": {"batch_size": int(batch), "epochs": int(epochs), "foreground_share": float(share),
+                  "compile": bool(compiling)},
+    }  # fmt: skip
     estimates = {
         "seconds_per_step": seconds_per_step(width), "seconds_per_epoch": epoch_seconds,
         "patches_per_epoch": patches, "budget_seconds": budget,

@@ -45,6 +45,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     foreground_share: float = 0.0
     ema: float = 0.0
+    compile: bool = False
     augment: dict = field(default_factory=dict)
     init_from: str = ""
 

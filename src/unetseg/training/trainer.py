@@ -53,6 +53,12 @@ class Trainer:
 
     With ``ema`` > 0, an exponential moving average of the weights (and batch-norm
     statistics) follows every step; it is what validation scores and what is kept.
+
+    With ``compile``, training steps run the network through ``torch.compile`` (on CPU and
+    CUDA; validation stays eager). Compiling costs its first calls (about a minute on the
+    2-core CPU without a cache) and makes each step cheaper
+    (``benchmarks/training/compile.py``); where it fails (no C++ compiler, an unsupported
+    device), the run warns and trains eagerly.
     """
 
     def __init__(
@@ -78,6 +84,9 @@ class Trainer:
         self.amp_dtype = amp_dtype(self.device) or torch.float32
         self.amp = config.amp and self.amp_dtype != torch.float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.compile = config.compile and self.device.type in ("cpu", "cuda")
+        self._compiled: dict[int, Any] = {}  # id(model) -> its compiled module, for training steps
+        self._compile_worked = False
         self.train_set, self.val_set = train_set, val_set
         loader = dict(num_workers=config.num_workers, pin_memory=cuda, persistent_workers=config.num_workers > 0)
         self.sampler = None
@@ -232,13 +241,42 @@ class Trainer:
                 image.to(self.device), mask.to(self.device), weight.to(self.device), self.augment,
                 generator=torch.Generator().manual_seed(seed),
             )  # fmt: skip
-        loss, _ = self._step_loss(image, mask, weight, model)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        network = self.network(model)
+        try:
+            loss = self.backward(network, optimizer, scaler, image, mask, weight)
+        except Exception as error:  # compiling failed at its first call: train eagerly
+            if network is model or self._compile_worked:
+                raise
+            print(f"warning: torch.compile failed ({type(error).__name__}: {str(error).strip()[:300]}); "
+                  "training without it (train.compile: false hides this)", file=sys.stderr, flush=True)  # fmt: skip
+            self.compile = False
+            self._compiled.clear()
+            loss = self.backward(model, optimizer, scaler, image, mask, weight)
+        self._compile_worked = self._compile_worked or network is not model
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
         scaler.update()
+        return loss
+
+    def network(self, model: UNet) -> torch.nn.Module:
+        """What a training step of ``model`` runs: ``model``, or with ``compile`` its compiled
+        module (made once per model; they share the parameters)."""
+        if not self.compile:
+            return model
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = torch.compile(model)
+        return self._compiled[id(model)]
+
+    def forget(self, model: UNet) -> None:
+        """Drop the compiled module of ``model`` (a scratch copy whose steps are done)."""
+        self._compiled.pop(id(model), None)
+
+    def backward(self, network, optimizer, scaler, image, mask, weight) -> torch.Tensor:
+        """Forward, loss and backward of ``network`` on a batch (gradients zeroed first); the loss."""
+        loss, _ = self._step_loss(image, mask, weight, network)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
         return loss
 
     @torch.inference_mode()

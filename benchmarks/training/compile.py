@@ -3,7 +3,7 @@
 One network (by default the one the plan chose for ISBI 2012 on a 2-core CPU: depth 4, 8
 base channels, 8 patches of 256 px), in the layout and precision the Trainer uses
 (channels-last on CPU and CUDA; mixed precision where :func:`unetseg.nn.device.amp_dtype`
-gives one), two copies with the same initial weights: one eager, one through
+gives one; on a CPU with ``torch.use_deterministic_algorithms`` on, as training runs there), two copies with the same initial weights: one eager, one through
 ``torch.compile`` (inductor). After the compiled copy's first calls (the compile time,
 reported apart), the steps alternate, eager then compiled, so that both see the same load;
 each step is zero_grad, forward, BCE loss, backward, AdamW step on one fixed random batch.
@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=256, help="patch side in pixels (default 256)")
     parser.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="leave torch.use_deterministic_algorithms off (training on a CPU turns it on)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -48,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from unetseg.nn.model import UNet
 
     device = pick_device(args.device)
+    if device.type == "cpu" and not args.nondeterministic:
+        torch.use_deterministic_algorithms(True)  # as unetseg.training.run trains on a CPU
     dtype = amp_dtype(device) or torch.float32
     layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
     torch.manual_seed(0)
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     overhead = compile_seconds - 3 * compiled_s
     result = {
         "network": {"depth": args.depth, "base_channels": args.channels, "patch": args.patch, "batch": args.batch},
-        "device": device.type, "precision": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+        "device": device.type, "deterministic": torch.are_deterministic_algorithms_enabled(), "precision": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "first_three_compiled_steps_seconds": [round(t, 3) for t in first], "compile_seconds": round(overhead, 1),
         "eager_step_seconds": round(eager_s, 4), "compiled_step_seconds": round(compiled_s, 4),

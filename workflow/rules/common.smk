@@ -354,11 +354,22 @@ def get_plan_settings(stage):
             },
             "model": {"depth": model["depth"], "padding": model["padding"]},
         }
-    keys = ("batch_size", "epochs", "foreground_share", "compile", "max_minutes", "device", "amp")
+    keys = (
+        "batch_size",
+        "epochs",
+        "foreground_share",
+        "compile",
+        "max_minutes",
+        "device",
+        "amp",
+    )
     # the network whose step the plan times: its fixed settings too (FIXED_MODEL_KEYS)
     fixed = ("padding", "batch_norm", "dropout", "upsampling")
     return {
-        "model": {"base_channels": model["base_channels"], **{key: model[key] for key in fixed}},
+        "model": {
+            "base_channels": model["base_channels"],
+            **{key: model[key] for key in fixed},
+        },
         "train": {key: train[key] for key in keys},
     }
 

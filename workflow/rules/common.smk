@@ -20,6 +20,7 @@ from unetseg.data.samples import check_sample_sheet, read_sample_sheet, rows_fro
 from unetseg.export.bioimageio import citation_url
 from unetseg.export.unpack import open_exported
 from unetseg.workflow.trained import check_init_from, check_trained_model
+from unetseg.plan.rules import FIXED_MODEL_KEYS
 import pandas as pd
 
 SCHEMAS = Path(workflow.current_basedir).parent / "schemas"
@@ -363,12 +364,11 @@ def get_plan_settings(stage):
         "device",
         "amp",
     )
-    # the network whose step the plan times: its fixed settings too (FIXED_MODEL_KEYS)
-    fixed = ("padding", "batch_norm", "dropout", "upsampling")
+    # the network whose step the plan times: its fixed settings too
     return {
         "model": {
             "base_channels": model["base_channels"],
-            **{key: model[key] for key in fixed},
+            **{key: model[key] for key in FIXED_MODEL_KEYS},
         },
         "train": {key: train[key] for key in keys},
     }

@@ -19,12 +19,12 @@ import numpy as np
 from unetseg.data.sample import open_sample
 from unetseg.data.targets import touching_pixels
 from unetseg.objects.labels import label_objects
+from unetseg.plan.rules import FIXED_MODEL_KEYS
 
 __all__ = ["data_fingerprint", "compute_fingerprint"]
 
 WARMUP = 2  # untimed steps per width: a new width's first steps run slower
 
-FIXED_MODEL_KEYS = ("padding", "batch_norm", "dropout", "upsampling")  # the model settings never planned
 MAX_PLANES = 64  # planes read per sample for the object statistics (stacks are sampled)
 SPAN = 0.9  # a largest object spanning this share of both sides is a network (membranes)
 

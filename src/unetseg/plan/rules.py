@@ -78,6 +78,7 @@ MAX_EPOCHS = 300
 OVERHEAD = 1.3  # data loading, augmentation and validation on top of the measured steps
 TOUCHING = 0.10
 SPARSE = 0.05
+FIXED_MODEL_KEYS = ("padding", "batch_norm", "dropout", "upsampling")  # never planned; the plan times them
 COMPILE_MINUTES = 30  # budgets from which torch.compile is on (its first calls: about 1 min on 2 CPU cores)
 WIDTHS = (64, 32, 16, 8)
 
